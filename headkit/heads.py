@@ -1,0 +1,413 @@
+"""Declarative heads: one model output with its type, loss, metrics and weight.
+
+This module imports no TensorFlow: a head is plain configuration, checked
+when it is built.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, Optional, Tuple, Union
+
+import attrs
+
+__all__ = [
+    "Classification",
+    "Regression",
+    "Predict",
+    "Head",
+    "OutputType",
+    "LOSS_NAMES",
+    "METRIC_NAMES",
+    "NAME_PATTERN",
+]
+
+#: A head name: a letter, then letters, digits, ``_``, ``-`` or ``.``; at most 64.
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+
+#: Loss names each output kind accepts; the first is the default.
+LOSS_NAMES = {
+    "classification": ("cross_entropy",),
+    "regression": ("mse", "mae", "huber"),
+    "predict": (),
+}
+
+#: Metric names each output kind accepts. ``binary`` ones need ``n_classes=2``.
+METRIC_NAMES = {
+    "classification": ("accuracy", "auc", "precision", "recall"),
+    "regression": ("mse", "rmse", "mae"),
+    "predict": (),
+}
+_BINARY_ONLY_METRICS = ("auc", "precision", "recall")
+
+
+def _optional_tuple_of_str(value: Any) -> Optional[Tuple[str, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise TypeError(
+            f"vocabulary must be a sequence of strings, not one string (got {value!r}). "
+            f"Write vocabulary=({value!r},...)."
+        )
+    return tuple(value)
+
+
+@attrs.frozen
+class Classification:
+    """A head that picks one of ``n_classes`` classes.
+
+    The body gives ``n_classes`` logits, or a single logit when ``n_classes``
+    is 2 (sigmoid). With a ``vocabulary``, labels are strings from it and the
+    exported ``classes`` are those strings; without one, labels are class ids
+    in ``[0, n_classes)`` and ``classes`` are the ids as strings.
+
+    Args:
+        n_classes: number of classes, at least 2. May be left out when a
+            vocabulary is given.
+        vocabulary: the class names, in class-id order.
+
+    Example:
+        >>> Classification(vocabulary=("Adelie", "Chinstrap", "Gentoo")).n_classes
+        3
+        >>> Classification(2).vocabulary is None
+        True
+    """
+
+    n_classes: Optional[int] = attrs.field(default=None)
+    vocabulary: Optional[Tuple[str, ...]] = attrs.field(
+        default=None, converter=_optional_tuple_of_str
+    )
+
+    kind = "classification"
+
+    def __attrs_post_init__(self) -> None:
+        vocabulary = self.vocabulary
+        if vocabulary is not None:
+            bad = [v for v in vocabulary if not isinstance(v, str) or not v]
+            if bad:
+                raise ValueError(
+                    f"vocabulary entries must be non-empty strings (got {bad!r}). "
+                    "Map your classes to names, or leave vocabulary out and use class ids."
+                )
+            duplicates = sorted({v for v in vocabulary if vocabulary.count(v) > 1})
+            if duplicates:
+                raise ValueError(
+                    f"vocabulary entries must be unique (repeated: {duplicates!r})."
+                )
+            if self.n_classes is None:
+                object.__setattr__(self, "n_classes", len(vocabulary))
+        n_classes = self.n_classes
+        if n_classes is None:
+            raise ValueError(
+                "Classification needs n_classes or a vocabulary (got neither). "
+                "Write hk.Classification(n_classes=3) or hk.Classification(vocabulary=(...))."
+            )
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(
+                f"n_classes must be an integer >= 2 (got {n_classes!r}). "
+                "Use hk.Regression() for a single continuous output."
+            )
+        if vocabulary is not None and len(vocabulary) != n_classes:
+            raise ValueError(
+                f"n_classes={n_classes} but the vocabulary has {len(vocabulary)} entries "
+                f"{vocabulary!r}. Give one name per class, or leave n_classes out."
+            )
+
+    def to_dict(self) -> dict:
+        data: dict = {"type": "classification", "n_classes": self.n_classes}
+        if self.vocabulary is not None:
+            data["vocabulary"] = list(self.vocabulary)
+        return data
+
+
+@attrs.frozen
+class Regression:
+    """A head that predicts ``dimension`` continuous values.
+
+    Its natural signature is ``tensorflow/serving/regress`` when ``dimension``
+    is 1. A regress signature holds one value per example, so a wider head
+    is served by a predict signature instead.
+
+    Example:
+        >>> Regression().dimension
+        1
+    """
+
+    dimension: int = 1
+    kind = "regression"
+
+    def __attrs_post_init__(self) -> None:
+        d = self.dimension
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(
+                f"dimension must be an integer >= 1 (got {d!r}). "
+                "It is the number of values the head predicts per example."
+            )
+
+    def to_dict(self) -> dict:
+        return {"type": "regression", "dimension": self.dimension}
+
+
+@attrs.frozen
+class Predict:
+    """A head that is exported but never trained (an embedding, a score).
+
+    The body's output for the head goes to serving as is: a tensor is
+    exported under the key ``outputs``; a dict of tensors keeps its keys.
+
+    Example:
+        >>> Predict().kind
+        'predict'
+    """
+
+    kind = "predict"
+
+    def to_dict(self) -> dict:
+        return {"type": "predict"}
+
+
+OutputType = Union[Classification, Regression, Predict]
+#: A per-example loss: ``(labels, outputs) -> losses`` of shape ``[batch]``.
+LossFn = Callable[[Any, Any], Any]
+
+
+def _check_name(head: "Head", attribute: attrs.Attribute, name: Any) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"Head name must match {NAME_PATTERN.pattern} (got {name!r}): it is used as a "
+            "label key, a body output key, a metric prefix and a signature key. "
+            "Use letters, digits, '_', '-' or '.', starting with a letter."
+        )
+
+
+def _check_output(head: "Head", attribute: attrs.Attribute, output: Any) -> None:
+    if not isinstance(output, (Classification, Regression, Predict)):
+        raise TypeError(
+            f"Head {head.name!r}: output must be hk.Classification, hk.Regression or "
+            f"hk.Predict (got {output!r}). For example hk.Head({head.name!r}, hk.Regression())."
+        )
+
+
+def _check_weight(head: "Head", attribute: attrs.Attribute, weight: Any) -> None:
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not math.isfinite(weight)
+        or weight < 0
+    ):
+        raise ValueError(
+            f"Head {head.name!r}: weight must be a finite number >= 0 (got {weight!r}). "
+            "It scales the head's loss in the total; use 0 to evaluate without training."
+        )
+
+
+_NAN = float("nan")
+
+
+def _same_nan(value: Any) -> Any:
+    """Every NaN becomes one object, so heads holding NaN compare equal."""
+    if isinstance(value, float) and math.isnan(value):
+        return _NAN
+    return value
+
+
+def _to_tuple(value: Any) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return (value,)
+    return tuple(value)
+
+
+def metric_name(head_name: str, metric: Any) -> str:
+    """The short name of one metric spec: a registered name, or a Keras metric's name."""
+    if isinstance(metric, str):
+        return metric
+    name = getattr(metric, "name", None)
+    if isinstance(name, str) and not isinstance(metric, type):
+        return name
+    if isinstance(metric, type) or callable(metric):
+        try:
+            built = metric()
+        except Exception as error:  # the user's factory: report what it raised
+            raise ValueError(
+                f"Head {head_name!r}: metric {metric!r} could not be built without "
+                f"arguments ({error}). Pass an instance, e.g. tf.keras.metrics.AUC(name='auc_pr', "
+                "curve='PR'), or a zero-argument factory."
+            ) from error
+        name = getattr(built, "name", None)
+        if isinstance(name, str):
+            return name
+    raise TypeError(
+        f"Head {head_name!r}: a metric must be a name from {METRIC_NAMES}, a Keras metric "
+        f"instance or class, or a zero-argument factory (got {metric!r})."
+    )
+
+
+@attrs.frozen(kw_only=False)
+class Head:
+    """One output of a multi-head model, declared.
+
+    A head's ``name`` is its label key (unless ``label_key`` says otherwise),
+    the key of its output in the body's output dict, the prefix of its
+    metrics (``"<name>/<metric>"``) and its signature key in exports.
+
+    Args:
+        name: the head's name.
+        output: ``Classification``, ``Regression`` or ``Predict``.
+        loss: ``None`` for the output type's default (``cross_entropy`` or
+            ``mse``), a name from ``LOSS_NAMES``, or a callable
+            ``(labels, outputs) -> per-example loss``.
+        metrics: metric names from ``METRIC_NAMES``, Keras metric instances
+            or classes, or zero-argument factories returning a Keras metric.
+        weight: the head's weight in the total loss, >= 0.
+        is_default: whether this head serves ``serving_default``.
+        label_key: the labels key, when it differs from ``name``.
+        missing_label: the label value that means "this row has no label
+            for this head" (e.g. ``-1``, ``""`` or ``float("nan")``). Such rows
+            are masked out of the head's loss and metrics, not dropped. The
+            input functions turn NaN and None in the data into this value.
+            ``None`` (the default): every row must carry this head's label.
+        weight_column: a feature holding per-row weights for this head.
+
+    Example:
+        >>> head = Head("species", Classification(vocabulary=("a", "b", "c")),
+        ...             metrics=("accuracy",), is_default=True)
+        >>> head.label_key, head.metric_names
+        ('species', ('loss', 'accuracy'))
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    output: OutputType = attrs.field(validator=_check_output)
+    loss: Union[str, LossFn, None] = attrs.field(default=None, kw_only=True)
+    metrics: Tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple, kw_only=True)
+    weight: float = attrs.field(default=1.0, validator=_check_weight, kw_only=True)
+    is_default: bool = attrs.field(default=False, kw_only=True)
+    label_key: str = attrs.field(
+        default=attrs.Factory(lambda self: self.name, takes_self=True), kw_only=True
+    )
+    missing_label: Any = attrs.field(default=None, converter=_same_nan, kw_only=True)
+    weight_column: Optional[str] = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        kind = self.output.kind
+        if not isinstance(self.is_default, bool):
+            raise TypeError(
+                f"Head {self.name!r}: is_default must be True or False (got {self.is_default!r})."
+            )
+        for field in ("label_key", "weight_column"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(
+                    f"Head {self.name!r}: {field} must be a non-empty string or None "
+                    f"(got {value!r})."
+                )
+        if kind == "predict":
+            self._check_predict_head()
+            return
+        loss = self.loss
+        if isinstance(loss, str):
+            if loss not in LOSS_NAMES[kind]:
+                raise ValueError(
+                    f"Head {self.name!r}: unknown loss {loss!r} for a {kind} head. "
+                    f"Known losses: {', '.join(LOSS_NAMES[kind])}; or pass a callable "
+                    "(labels, outputs) -> per-example loss."
+                )
+        elif loss is not None and not callable(loss):
+            raise TypeError(
+                f"Head {self.name!r}: loss must be a name from {LOSS_NAMES[kind]}, a callable "
+                f"(labels, outputs) -> per-example loss, or None (got {loss!r})."
+            )
+        self._check_missing_label()
+        names = [metric_name(self.name, m) for m in self.metrics]
+        for metric, short in zip(self.metrics, names):
+            if isinstance(metric, str):
+                self._check_metric_name(metric)
+            if "/" in short or short == "loss":
+                raise ValueError(
+                    f"Head {self.name!r}: metric name {short!r} is not allowed: 'loss' is "
+                    "reported for every trained head and '/' separates head and metric. "
+                    "Give the Keras metric another name=."
+                )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"Head {self.name!r}: metric names must be unique (repeated: {repeated!r}). "
+                "Give each Keras metric its own name=."
+            )
+
+    def _check_metric_name(self, metric: str) -> None:
+        kind = self.output.kind
+        if metric not in METRIC_NAMES[kind]:
+            raise ValueError(
+                f"Head {self.name!r}: unknown metric {metric!r} for a {kind} head. "
+                f"Known metrics: {', '.join(METRIC_NAMES[kind])}; or pass a Keras metric, "
+                "e.g. tf.keras.metrics.TopKCategoricalAccuracy(k=2)."
+            )
+        if metric in _BINARY_ONLY_METRICS and self.output.n_classes != 2:
+            raise ValueError(
+                f"Head {self.name!r}: metric {metric!r} needs a binary head (n_classes=2, got "
+                f"{self.output.n_classes}). For several classes pass a Keras metric with the "
+                "averaging you want, e.g. tf.keras.metrics.AUC(multi_label=True)."
+            )
+
+    def _check_missing_label(self) -> None:
+        missing, output = self.missing_label, self.output
+        if missing is None:
+            return
+        if output.kind == "regression":
+            ok = isinstance(missing, (int, float)) and not isinstance(missing, bool)
+            expected = "a number, or float('nan')"
+        elif output.vocabulary is not None:
+            ok = isinstance(missing, str) and missing not in output.vocabulary
+            expected = f"a string outside the vocabulary {output.vocabulary!r}, e.g. ''"
+        else:
+            ok = (
+                isinstance(missing, int)
+                and not isinstance(missing, bool)
+                and not 0 <= missing < output.n_classes
+            )
+            expected = f"an integer outside [0, {output.n_classes}), e.g. -1"
+        if not ok:
+            raise ValueError(
+                f"Head {self.name!r}: missing_label must be {expected} (got {missing!r}), "
+                "so that it cannot be mistaken for a real label."
+            )
+
+    def _check_predict_head(self) -> None:
+        given = {
+            "loss": self.loss,
+            "metrics": self.metrics or None,
+            "label_key": None if self.label_key == self.name else self.label_key,
+            "missing_label": self.missing_label,
+            "weight_column": self.weight_column,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        if self.weight != 1.0:
+            given["weight"] = self.weight
+        if given:
+            raise ValueError(
+                f"Head {self.name!r}: a Predict head is exported, never trained, so it takes "
+                f"no {', '.join(given)} (got {given!r}). Remove them, or use "
+                "hk.Classification / hk.Regression to train this output."
+            )
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the head has labels, a loss and metrics (not a ``Predict`` head)."""
+        return self.output.kind != "predict"
+
+    @property
+    def loss_name(self) -> Union[str, LossFn, None]:
+        """The loss to use: the given one or the output type's default."""
+        if not self.is_trained:
+            return None
+        return self.loss if self.loss is not None else LOSS_NAMES[self.output.kind][0]
+
+    @property
+    def metric_names(self) -> Tuple[str, ...]:
+        """Short names of the metrics evaluation reports, ``loss`` first."""
+        if not self.is_trained:
+            return ()
+        return ("loss",) + tuple(metric_name(self.name, m) for m in self.metrics)

@@ -1,0 +1,332 @@
+"""HeadSet: the heads of one model, checked together, and their names.
+
+Imports no TensorFlow, except to rebuild Keras metrics named in a dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple
+
+import attrs
+
+from headkit.heads import Classification, Head, Predict, Regression
+
+__all__ = ["HeadSet", "metric_key", "RESERVED_NAMES", "TOTAL_LOSS"]
+
+#: The key of the weighted total loss in ``evaluate()`` results.
+TOTAL_LOSS = "loss"
+#: Names no head may take: they are signature keys or metric names of their own.
+RESERVED_NAMES = ("loss", "predict", "serving_default")
+
+_HEAD_FIELDS = (
+    "name",
+    "output",
+    "loss",
+    "metrics",
+    "weight",
+    "is_default",
+    "label_key",
+    "missing_label",
+    "weight_column",
+)
+_OUTPUT_TYPES = {"classification": Classification, "regression": Regression, "predict": Predict}
+
+
+def metric_key(head_name: str, metric: str) -> str:
+    """The one spelling of a head metric's key: ``"<head>/<metric>"``.
+
+    Example:
+        >>> metric_key("species", "accuracy")
+        'species/accuracy'
+    """
+    return f"{head_name}/{metric}"
+
+
+def _to_heads(heads: Iterable[Head]) -> Tuple[Head, ...]:
+    if isinstance(heads, Head):
+        return (heads,)
+    return tuple(heads)
+
+
+@attrs.frozen
+class HeadSet:
+    """The heads of one model, checked across each other.
+
+    Checks: at least one head, unique names, no reserved name (``loss``,
+    ``predict``, ``serving_default``), exactly one default head (a lone head
+    is the default by itself), and at least one trained head.
+
+    Example:
+        >>> heads = HeadSet([
+        ...     Head("species", Classification(3), metrics=("accuracy",), is_default=True),
+        ...     Head("mass", Regression(), metrics=("rmse",), weight=0.5),
+        ... ])
+        >>> heads.default_head.name
+        'species'
+        >>> heads.metric_names
+        ('loss', 'species/loss', 'species/accuracy', 'mass/loss', 'mass/rmse')
+    """
+
+    heads: Tuple[Head, ...] = attrs.field(converter=_to_heads)
+
+    def __attrs_post_init__(self) -> None:
+        heads = self.heads
+        if not heads:
+            raise ValueError("A HeadSet needs at least one head (got none).")
+        not_heads = [h for h in heads if not isinstance(h, Head)]
+        if not_heads:
+            raise TypeError(
+                f"HeadSet takes hk.Head objects (got {not_heads!r}). "
+                "Wrap each output as hk.Head(name, output_type)."
+            )
+        names = [h.name for h in heads]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"Head names must be unique (repeated: {repeated!r}). Each name is a label "
+                "key, an output key and a signature key; rename one of them."
+            )
+        reserved = [n for n in names if n in RESERVED_NAMES]
+        if reserved:
+            raise ValueError(
+                f"Head name {reserved[0]!r} is reserved: {RESERVED_NAMES!r} are signature keys "
+                f"or the total loss. Rename the head, e.g. {reserved[0] + '_head'!r}."
+            )
+        defaults = [h.name for h in heads if h.is_default]
+        if len(heads) > 1 and len(defaults) != 1:
+            found = "none" if not defaults else f"{len(defaults)}: {defaults!r}"
+            raise ValueError(
+                f"Exactly one head must have is_default=True (found {found}) among "
+                f"{names!r}. It serves 'serving_default'; set is_default=True on one head."
+            )
+        if not any(h.is_trained for h in heads):
+            raise ValueError(
+                f"At least one head must be trained (Classification or Regression); all of "
+                f"{names!r} are Predict heads, so there is no loss to minimize."
+            )
+
+    def __iter__(self) -> Iterator[Head]:
+        return iter(self.heads)
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def __getitem__(self, name: str) -> Head:
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise KeyError(f"No head named {name!r}; heads are {list(self.names)!r}.")
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Head names, in order."""
+        return tuple(h.name for h in self.heads)
+
+    @property
+    def default_head(self) -> Head:
+        """The head that serves ``serving_default``."""
+        if len(self.heads) == 1:
+            return self.heads[0]
+        return next(h for h in self.heads if h.is_default)
+
+    @property
+    def trained_heads(self) -> Tuple[Head, ...]:
+        """Heads with labels and a loss (Classification and Regression)."""
+        return tuple(h for h in self.heads if h.is_trained)
+
+    @property
+    def label_keys(self) -> Tuple[str, ...]:
+        """The label keys the trained heads read, without repeats."""
+        return tuple(dict.fromkeys(h.label_key for h in self.trained_heads))
+
+    @property
+    def metric_names(self) -> Tuple[str, ...]:
+        """Every key ``evaluate()`` reports: ``loss``, then ``<head>/<metric>``."""
+        keys = [TOTAL_LOSS]
+        for head in self.trained_heads:
+            keys.extend(metric_key(head.name, m) for m in head.metric_names)
+        return tuple(keys)
+
+    # ----------------------------------------------------------------- dicts
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict; ``HeadSet.from_dict`` reads it back.
+
+        Callable losses and metric factories are saved as ``"module:name"``
+        and must be importable; Keras metric instances as class and config.
+
+        Example:
+            >>> h = HeadSet([Head("y", Regression())])
+            >>> HeadSet.from_dict(h.to_dict()) == h
+            True
+        """
+        return {"heads": [_head_to_dict(h) for h in self.heads]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "HeadSet":
+        """Build a HeadSet from a dict such as ``to_dict`` writes or a config file holds.
+
+        Errors name the path of the bad field, e.g. ``heads[1].output``.
+
+        Example:
+            >>> HeadSet.from_dict({"heads": [
+            ...     {"name": "y", "output": {"type": "regression"}, "metrics": ["mae"]}
+            ... ]}).names
+            ('y',)
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"A HeadSet dict must be a mapping (got {type(data).__name__}).")
+        _reject_unknown(data, ("heads",), "the top level")
+        if "heads" not in data:
+            raise ValueError("A HeadSet dict needs a 'heads' list (got keys: "
+                             f"{sorted(data)!r}).")
+        raw_heads = data["heads"]
+        if not isinstance(raw_heads, list):
+            raise TypeError(f"'heads' must be a list of head tables (got {raw_heads!r}).")
+        heads: List[Head] = []
+        for index, raw in enumerate(raw_heads):
+            heads.append(_head_from_dict(raw, f"heads[{index}]"))
+        return cls(heads)
+
+
+def _reject_unknown(data: Mapping[str, Any], known: Iterable[str], where: str) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {unknown!r}. Known keys: {sorted(known)!r}."
+        )
+
+
+def _callable_ref(value: Any, what: str, head: str) -> Dict[str, str]:
+    module = getattr(value, "__module__", None)
+    qualname = getattr(value, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise ValueError(
+            f"Head {head!r}: {what} {value!r} cannot be written to a dict: it is not "
+            "importable by name. Define it at module level (def my_loss(labels, outputs): ...)."
+        )
+    return {"callable": f"{module}:{qualname}"}
+
+
+def _metric_to_dict(head: str, metric: Any) -> Any:
+    if isinstance(metric, str):
+        return metric
+    if hasattr(metric, "get_config") and not isinstance(metric, type):
+        return {"keras": type(metric).__name__, "config": _jsonable(metric.get_config())}
+    if isinstance(metric, type):
+        return {"keras": metric.__name__}
+    return _callable_ref(metric, "metric", head)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _head_to_dict(head: Head) -> Dict[str, Any]:
+    loss = head.loss
+    if loss is not None and not isinstance(loss, str):
+        loss = _callable_ref(loss, "loss", head.name)
+    return {
+        "name": head.name,
+        "output": head.output.to_dict(),
+        "loss": loss,
+        "metrics": [_metric_to_dict(head.name, m) for m in head.metrics],
+        "weight": head.weight,
+        "is_default": head.is_default,
+        "label_key": head.label_key,
+        "missing_label": head.missing_label,
+        "weight_column": head.weight_column,
+    }
+
+
+def _import_ref(ref: Any, where: str) -> Any:
+    if not isinstance(ref, str) or ":" not in ref:
+        raise ValueError(f"{where}: expected 'module:name' (got {ref!r}).")
+    module_name, _, qualname = ref.partition(":")
+    try:
+        value: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            value = getattr(value, part)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"{where}: cannot import {ref!r} ({error}). Make sure the module is importable."
+        ) from error
+    return value
+
+
+def _metric_from_dict(raw: Any, where: str) -> Any:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, Mapping) and "keras" in raw:
+        _reject_unknown(raw, ("keras", "config"), where)
+        import tensorflow as tf  # Keras metrics only exist with TensorFlow
+
+        try:
+            cls = tf.keras.metrics.get(raw["keras"])
+        except ValueError as error:
+            raise ValueError(f"{where}: unknown Keras metric {raw['keras']!r}.") from error
+        return cls.from_config(raw["config"]) if "config" in raw else type(cls())
+    if isinstance(raw, Mapping) and "callable" in raw:
+        _reject_unknown(raw, ("callable",), where)
+        return _import_ref(raw["callable"], where + ".callable")
+    raise TypeError(
+        f"{where}: a metric is a name, {{'keras': ClassName, 'config': {{...}}}} or "
+        f"{{'callable': 'module:name'}} (got {raw!r})."
+    )
+
+
+def _output_from_dict(raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping) or "type" not in raw:
+        raise TypeError(
+            f"{where}: must be a table with a 'type' of {sorted(_OUTPUT_TYPES)!r} (got {raw!r})."
+        )
+    kind = raw["type"]
+    if kind not in _OUTPUT_TYPES:
+        raise ValueError(
+            f"{where}.type must be one of {sorted(_OUTPUT_TYPES)!r} (got {kind!r})."
+        )
+    cls = _OUTPUT_TYPES[kind]
+    fields = [f.name for f in attrs.fields(cls)]
+    _reject_unknown(raw, ["type", *fields], where)
+    kwargs = {k: v for k, v in raw.items() if k != "type"}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from error
+
+
+def _head_from_dict(raw: Any, where: str) -> Head:
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"{where} must be a table of head fields (got {raw!r}).")
+    _reject_unknown(raw, _HEAD_FIELDS, where)
+    for required in ("name", "output"):
+        if required not in raw:
+            raise ValueError(f"{where}: missing required key {required!r}.")
+    kwargs = dict(raw)
+    kwargs["output"] = _output_from_dict(raw["output"], where + ".output")
+    loss = raw.get("loss")
+    if isinstance(loss, Mapping):
+        _reject_unknown(loss, ("callable",), where + ".loss")
+        kwargs["loss"] = _import_ref(loss.get("callable"), where + ".loss.callable")
+    metrics = raw.get("metrics", ())
+    if isinstance(metrics, (str, Mapping)) or not isinstance(metrics, (list, tuple)):
+        raise TypeError(f"{where}.metrics must be a list (got {metrics!r}).")
+    kwargs["metrics"] = tuple(
+        _metric_from_dict(m, f"{where}.metrics[{i}]") for i, m in enumerate(metrics)
+    )
+    if kwargs.get("label_key") is None:
+        kwargs.pop("label_key", None)
+    if isinstance(kwargs.get("missing_label"), float) and math.isnan(kwargs["missing_label"]):
+        kwargs["missing_label"] = float("nan")
+    try:
+        return Head(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from error
