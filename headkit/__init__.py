@@ -7,10 +7,22 @@ Example:
     ('loss', 'y/loss', 'y/rmse')
 """
 
+import importlib
+
 from headkit.heads import Classification, Head, Predict, Regression
 from headkit.headset import HeadSet, metric_key
 
 __version__ = "0.1.0"
+
+# TensorFlow-backed names load on first use, so `import headkit` and the
+# config classes stay free of TensorFlow (fast, and testable without it).
+_LAZY = {
+    "Estimator": "headkit.estimator",
+    "export": "headkit.serving",
+    "load": "headkit.serving",
+    "ExportError": "headkit.serving",
+    "LoadedModel": "headkit.serving",
+}
 
 __all__ = [
     "Classification",
@@ -19,16 +31,16 @@ __all__ = [
     "Head",
     "HeadSet",
     "metric_key",
-    "Estimator",
+    *_LAZY,
     "__version__",
 ]
 
 
 def __getattr__(name):
-    # TensorFlow-backed names load on first use, so `import headkit` and the
-    # config classes stay free of TensorFlow (fast, and testable without it).
-    if name == "Estimator":
-        from headkit.estimator import Estimator
-
-        return Estimator
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'headkit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -6,6 +6,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import tensorflow as tf
 
+from headkit import serving
 from headkit.heads import Head
 from headkit.headset import HeadSet
 from headkit.model_fn import Body, make_model_fn, resolve_optimizer
@@ -99,8 +100,6 @@ class Estimator(tf.estimator.Estimator):
         Example:
             >>> export_dir = estimator.export("exports/penguins")  # doctest: +SKIP
         """
-        from headkit import serving  # serving imports this module
-
         return serving.export(
             self,
             export_dir_base,
