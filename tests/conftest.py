@@ -46,8 +46,9 @@ def tiny_body():
 
     x = tf.keras.Input((4,), name="x")
     tag = tf.keras.Input((1,), name="tag", dtype=tf.string)
-    tag_id = tf.keras.layers.StringLookup(vocabulary=["u", "v"], output_mode="one_hot")(tag)
-    h = tf.keras.layers.Concatenate()([x, tag_id])
+    tag_id = tf.keras.layers.StringLookup(vocabulary=["u", "v"])(tag)
+    tag_vector = tf.keras.layers.Flatten()(tf.keras.layers.Embedding(3, 2)(tag_id))
+    h = tf.keras.layers.Concatenate()([x, tag_vector])
     h = tf.keras.layers.Dense(16, activation="relu")(h)
     return tf.keras.Model(
         {"x": x, "tag": tag},
