@@ -167,8 +167,10 @@ def _declared(heads: HeadSet, export_outputs: Mapping[str, Any], feature_names: 
             outputs = {"classes", "scores"}
         elif method == outputs_lib.REGRESS:
             outputs = {"outputs"}
-        else:
+        elif key in export_outputs:
             outputs = set(export_outputs[key].outputs)
+        else:  # reported by _signature_defs; nothing to compare against
+            outputs = set()
         inputs = {"inputs"} if info["inputs"] == "examples" else set(feature_names)
         expected[key] = {"method": method, "inputs": inputs, "outputs": outputs}
     return table, expected
