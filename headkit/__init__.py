@@ -22,6 +22,10 @@ _LAZY = {
     "load": "headkit.serving",
     "ExportError": "headkit.serving",
     "LoadedModel": "headkit.serving",
+    "DataError": "headkit.errors",
+    "NonFiniteLossError": "headkit.errors",
+    "input_fn": "headkit.inputs",
+    "input_fn_from_dataframe": "headkit.inputs",
 }
 
 __all__ = [

@@ -7,6 +7,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import tensorflow as tf
 
 from headkit import serving
+from headkit.errors import translate_graph_errors
 from headkit.heads import Head
 from headkit.headset import HeadSet
 from headkit.model_fn import Body, make_model_fn, resolve_optimizer
@@ -14,7 +15,52 @@ from headkit.model_fn import Body, make_model_fn, resolve_optimizer
 __all__ = ["Estimator"]
 
 
-class Estimator(tf.estimator.Estimator):
+class _TranslatingEstimator(tf.estimator.Estimator):
+    """Estimator whose train/evaluate/predict raise headkit's errors for bad data.
+
+    tf.estimator refuses subclasses that override its public methods, and it
+    checks only the instance's own class. These wrappers change no behaviour
+    besides turning headkit's in-graph assertion failures into DataError /
+    NonFiniteLossError, so they sit in this base class, one level up.
+    """
+
+    def train(self, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None):
+        """``tf.estimator.Estimator.train``; bad data raises ``hk.DataError``, NaN/inf
+        losses ``hk.NonFiniteLossError`` (naming the heads and the step).
+
+        Example:
+            >>> estimator.train(input_fn, steps=100)  # doctest: +SKIP
+        """
+        with translate_graph_errors():
+            return super().train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
+                                 saving_listeners=saving_listeners)
+
+    def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
+        """``tf.estimator.Estimator.evaluate``: ``loss`` and ``"<head>/<metric>"``.
+
+        Example:
+            >>> estimator.evaluate(eval_input_fn)["species/accuracy"]  # doctest: +SKIP
+            0.97
+        """
+        with translate_graph_errors():
+            return super().evaluate(input_fn, steps=steps, hooks=hooks,
+                                    checkpoint_path=checkpoint_path, name=name)
+
+    def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path=None,
+                yield_single_examples=True):
+        """``tf.estimator.Estimator.predict``: dicts of ``"<head>/<key>"`` arrays.
+
+        Example:
+            >>> next(estimator.predict(input_fn))["species/classes"]  # doctest: +SKIP
+            array([b'Adelie'], dtype=object)
+        """
+        with translate_graph_errors():
+            yield from super().predict(input_fn, predict_keys=predict_keys, hooks=hooks,
+                                       checkpoint_path=checkpoint_path,
+                                       yield_single_examples=yield_single_examples)
+
+
+class Estimator(_TranslatingEstimator):
     """A ``tf.estimator.Estimator`` whose ``model_fn`` headkit writes.
 
     ``train``, ``evaluate`` and ``predict`` are the Estimator's own.

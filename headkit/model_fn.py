@@ -66,19 +66,19 @@ def resolve_optimizer(optimizer: Any, learning_rate: Optional[float] = None) -> 
     if isinstance(optimizer, (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)):
         return _legacy_keras_factory(optimizer)
     if callable(optimizer) and not isinstance(optimizer, type):
-        return lambda: _check_optimizer(optimizer())
+        sample = optimizer()  # called once now, so a bad factory fails at construction
+        if isinstance(sample, tf.compat.v1.train.Optimizer):
+            return optimizer
+        if isinstance(sample, (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)):
+            return _legacy_keras_factory(sample)
+        raise TypeError(
+            f"optimizer: the factory {optimizer!r} returned {sample!r}, not a "
+            "tf.compat.v1.train.Optimizer or a Keras optimizer."
+        )
     raise TypeError(
         f"optimizer must be a name ({', '.join(OPTIMIZERS)}), a tf.compat.v1.train.Optimizer, "
         f"a Keras optimizer or a zero-argument factory (got {optimizer!r})."
     )
-
-
-def _check_optimizer(optimizer: Any) -> Any:
-    if isinstance(optimizer, tf.compat.v1.train.Optimizer):
-        return optimizer
-    if isinstance(optimizer, (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)):
-        return _legacy_keras_factory(optimizer)()
-    raise TypeError(f"The optimizer factory returned {optimizer!r}, not an optimizer.")
 
 
 def _legacy_keras_factory(optimizer: Any) -> OptimizerFactory:
@@ -246,7 +246,7 @@ def _finite_guard(
     heads: HeadSet, head_losses: Mapping[str, tf.Tensor], total: tf.Tensor, step: tf.Tensor
 ) -> tf.Tensor:
     """``total``, behind a check that every head's loss is finite (NaN and inf)."""
-    names = [h.name for h in heads.trained_heads] + ["(total, with regularization)"]
+    names = [h.name for h in heads.trained_heads] + ["(total)"]
     values = tf.stack([head_losses[h.name] for h in heads.trained_heads] + [total])
     finite = tf.math.is_finite(values)
     check = tf.debugging.Assert(
