@@ -1,0 +1,315 @@
+"""Benchmark headkit against a hand-written model_fn and its peers, side by side.
+
+Each variant trains the same workload in its own process; the variants
+alternate over several rounds (the order rotates each round) and the report
+gives medians and ratios against ``handwritten`` measured in the same run.
+
+    python bench/run.py                      # full run: 3 rounds, JSON + Markdown
+    python bench/run.py --rounds 1 --steps 64 --variants handwritten,headkit
+
+This module imports no TensorFlow: the variants run in ``bench/variants.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BASELINE = "handwritten"
+MAIN_VARIANTS = (
+    "handwritten",
+    "headkit",
+    "canned_multihead",
+    "model_to_estimator",
+    "keras_fit_spe1",
+    "keras_fit_spe32",
+)
+#: Reported metrics: key -> (path in a variant's JSON, label, unit).
+METRICS = {
+    "steps_per_second": (("steps_per_second",), "train steps/s", ""),
+    "eval_seconds": (("eval_seconds",), "evaluate() 20 batches", "s"),
+    "export_seconds": (("export_seconds",), "export", "s"),
+    "savedmodel_kb": (("savedmodel_bytes",), "SavedModel size", "KB"),
+    "serving_default_b1_ms": (("serving", "serving_default", "batch_1_ms"),
+                              "serving_default, batch 1", "ms"),
+    "serving_default_b256_ms": (("serving", "serving_default", "batch_256_ms"),
+                                "serving_default, batch 256", "ms"),
+    "raw_predict_b1_ms": (("serving", "raw_predict", "batch_1_ms"), "raw predict, batch 1", "ms"),
+    "raw_predict_b256_ms": (("serving", "raw_predict", "batch_256_ms"),
+                            "raw predict, batch 256", "ms"),
+}
+#: headkit's targets: metric -> (comparison, bound), as ratios against handwritten.
+TARGETS = {
+    "steps_per_second": (">=", 0.97),
+    "eval_seconds": ("<=", 1.1),
+    "serving_default_b1_ms": ("<=", 1.1),
+    "serving_default_b256_ms": ("<=", 1.1),
+}
+#: Variants whose final eval loss must equal handwritten's (same model, same steps).
+SAME_MODEL = ("headkit", "canned_multihead")
+LOSS_TOLERANCE = 1e-3
+
+
+def metric_value(result: Dict[str, Any], key: str) -> float:
+    """One metric of one variant's JSON result (sizes in KB)."""
+    value: Any = result
+    for part in METRICS[key][0]:
+        value = value[part]
+    return value / 1024.0 if key == "savedmodel_kb" else float(value)
+
+
+def summarize(raw: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Medians over rounds, and each median's ratio to the baseline's median."""
+    if BASELINE not in raw:
+        raise ValueError(
+            f"The run has no {BASELINE!r} results (got {sorted(raw)!r}); ratios are computed "
+            f"against it. Add {BASELINE!r} to --variants."
+        )
+    medians = {
+        variant: {key: statistics.median(metric_value(r, key) for r in results)
+                  for key in METRICS}
+        for variant, results in raw.items()
+    }
+    ratios = {
+        variant: {key: values[key] / medians[BASELINE][key] for key in METRICS}
+        for variant, values in medians.items()
+    }
+    return {"medians": medians, "ratios": ratios}
+
+
+def loss_agreement(raw: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """The largest |eval loss - handwritten's| per variant, over the rounds."""
+    baseline = [r["eval_loss"] for r in raw[BASELINE]]
+    result = {}
+    for variant in SAME_MODEL:
+        if variant in raw:
+            gap = max(abs(r["eval_loss"] - b) for r, b in zip(raw[variant], baseline))
+            result[variant] = {"max_abs_difference": gap, "ok": gap <= LOSS_TOLERANCE}
+    return result
+
+
+def check_targets(ratios: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
+    """headkit's ratios against the targets of the issue."""
+    if "headkit" not in ratios:
+        return []
+    checks = []
+    for key, (comparison, bound) in TARGETS.items():
+        ratio = ratios["headkit"][key]
+        ok = ratio >= bound if comparison == ">=" else ratio <= bound
+        checks.append({"metric": key, "ratio": ratio, "target": f"{comparison} {bound}", "ok": ok})
+    return checks
+
+
+def scaling_summary(raw: Dict[str, List[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
+    """Graph build time and steps/s per number of heads; is the growth at most linear?
+
+    Linear means the cost of each extra head does not rise with the number of
+    heads: the per-head cost from the middle to the largest size is at most
+    1.5x the per-head cost from the smallest to the middle (1.5 for noise).
+    """
+    rows = {}
+    for variant, results in raw.items():
+        if variant.startswith("scaling_headkit_"):
+            n = int(variant.rsplit("_", 1)[1])
+            rows[n] = {
+                "graph_build_seconds": statistics.median(r["graph_build_seconds"] for r in results),
+                "steps_per_second": statistics.median(r["steps_per_second"] for r in results),
+            }
+    if not rows:
+        return None
+    sizes = sorted(rows)
+    summary: Dict[str, Any] = {"by_heads": {str(n): rows[n] for n in sizes}}
+    if len(sizes) >= 3:
+        small, middle, large = sizes[0], sizes[len(sizes) // 2], sizes[-1]
+        build = {n: rows[n]["graph_build_seconds"] for n in sizes}
+        first = (build[middle] - build[small]) / (middle - small)
+        second = (build[large] - build[middle]) / (large - middle)
+        summary.update(
+            seconds_per_head={f"{small}-{middle}": first, f"{middle}-{large}": second},
+            at_most_linear=second <= 1.5 * first,
+        )
+    return summary
+
+
+def _fmt(value: float, key: str) -> str:
+    if key == "steps_per_second":
+        return f"{value:.0f}"
+    if key == "savedmodel_kb":
+        return f"{value:.0f}"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def markdown(report: Dict[str, Any]) -> str:
+    """The report as Markdown tables: medians with ratios, targets, scaling."""
+    medians, ratios = report["summary"]["medians"], report["summary"]["ratios"]
+    meta = report["meta"]
+    lines = [
+        f"Run of {meta['date']}: {meta['rounds']} rounds, {meta['cpu_count']} CPUs, "
+        f"TensorFlow {meta.get('tensorflow_version', '?')}, headkit at {meta['git_commit']}"
+        f"{' (uncommitted changes)' if meta['git_dirty'] else ''}; load average "
+        f"{meta['load_before'][0]:.2f} before, {meta['load_after'][0]:.2f} after.",
+        "Medians over the rounds; in brackets the ratio to `handwritten` from the same run.",
+        "",
+        "| variant | " + " | ".join(f"{v[1]}{f' ({v[2]})' if v[2] else ''}"
+                                  for v in METRICS.values()) + " | eval loss |",
+        "|---" * (len(METRICS) + 2) + "|",
+    ]
+    for variant in medians:
+        cells = [f"{_fmt(medians[variant][k], k)} ({ratios[variant][k]:.2f})" for k in METRICS]
+        loss = statistics.median(r["eval_loss"] for r in report["raw"][variant])
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {loss:.6f} |")
+    if report["targets"]:
+        lines += ["", "| headkit target | ratio | target | met |", "|---|---|---|---|"]
+        for check in report["targets"]:
+            lines.append(f"| {METRICS[check['metric']][1]} | {check['ratio']:.3f} | "
+                         f"{check['target']} | {'yes' if check['ok'] else 'NO'} |")
+    if report["eval_loss_agreement"]:
+        lines += ["", f"| eval loss vs handwritten | max abs difference | within "
+                      f"{LOSS_TOLERANCE:g} |", "|---|---|---|"]
+        for variant, agreement in report["eval_loss_agreement"].items():
+            lines.append(f"| {variant} | {agreement['max_abs_difference']:.2e} | "
+                         f"{'yes' if agreement['ok'] else 'NO'} |")
+    scaling = report.get("scaling")
+    if scaling:
+        lines += ["", "| headkit heads | graph build (s) | train steps/s |", "|---|---|---|"]
+        for n, row in scaling["by_heads"].items():
+            lines.append(f"| {n} | {row['graph_build_seconds']:.3f} | "
+                         f"{row['steps_per_second']:.0f} |")
+        if "seconds_per_head" in scaling:
+            per_head = ", ".join(f"{k} heads: {v * 1000:.1f} ms"
+                                 for k, v in scaling["seconds_per_head"].items())
+            lines.append("")
+            lines.append(f"Graph build cost per extra head: {per_head}; at most linear: "
+                         f"{'yes' if scaling['at_most_linear'] else 'NO'}.")
+    return "\n".join(lines) + "\n"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _run_variant(
+    variant: str, data: str, out: Optional[str], args: argparse.Namespace
+) -> Dict[str, Any]:
+    command = [
+        sys.executable, os.path.join(HERE, "variants.py"), variant, "--data", data,
+        *(["--out", out] if out else []), "--warmup", str(args.warmup), "--steps", str(args.steps),
+        "--scaling-steps", str(args.scaling_steps), "--eval-batches", str(args.eval_batches),
+        "--calls", str(args.calls), "--rows", str(args.rows),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"Variant {variant!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        )
+    if out is None:
+        return {}
+    with open(out) as handle:
+        return json.load(handle)
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Prepare the data once, run every variant in every round, build the report."""
+    variants = list(args.variants) + [f"scaling_headkit_{n}" for n in args.scaling_heads]
+    raw: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="headkit-bench-") as folder:
+        data = os.path.join(folder, "data")
+        _run_variant("prepare", data, None, args)
+        for round_index in range(args.rounds):
+            shift = round_index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                started = time.time()
+                out = os.path.join(folder, f"{variant}-{round_index}.json")
+                result = _run_variant(variant, data, out, args)
+                result.update(round=round_index, load_average=os.getloadavg()[0])
+                raw[variant].append(result)
+                if not args.quiet:
+                    print(f"round {round_index + 1}/{args.rounds} {variant}: "
+                          f"{time.time() - started:.1f}s", file=sys.stderr, flush=True)
+    main_raw = {v: raw[v] for v in args.variants}
+    summary = summarize(main_raw)
+    any_result = next(iter(main_raw.values()))[0]
+    return {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
+            "rounds": args.rounds,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "tensorflow_version": any_result.get("tensorflow_version"),
+            "git_commit": _git("rev-parse", "--short", "HEAD"),
+            "git_dirty": bool(_git("status", "--porcelain", "--", "../headkit")),
+            "load_before": list(load_before),
+            "load_after": list(os.getloadavg()),
+        },
+        "config": {k: getattr(args, k) for k in (
+            "rows", "warmup", "steps", "scaling_steps", "eval_batches", "calls", "scaling_heads")},
+        "baseline": BASELINE,
+        "summary": summary,
+        "targets": check_targets(summary["ratios"]),
+        "eval_loss_agreement": loss_agreement(main_raw),
+        "scaling": scaling_summary(raw),
+        "raw": main_raw,
+        "raw_scaling": {v: r for v, r in raw.items() if v not in main_raw},
+    }
+
+
+def _csv(text: str) -> List[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", type=_csv, default=list(MAIN_VARIANTS),
+                        help=f"comma-separated, from {','.join(MAIN_VARIANTS)}")
+    parser.add_argument("--scaling-heads", type=lambda t: [int(n) for n in _csv(t)],
+                        default=[1, 10, 50], help="HeadSet sizes; '' to skip scaling")
+    parser.add_argument("--rows", type=int, default=65536)
+    parser.add_argument("--warmup", type=int, default=128, help="untimed training steps")
+    parser.add_argument("--steps", type=int, default=2048, help="timed training steps")
+    parser.add_argument("--scaling-steps", type=int, default=512)
+    parser.add_argument("--eval-batches", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=200, help="timed calls per latency")
+    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    unknown = [v for v in args.variants if v not in MAIN_VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown!r}; known: {', '.join(MAIN_VARIANTS)}")
+    if BASELINE not in args.variants:
+        parser.error(f"--variants must include the baseline {BASELINE!r}")
+    if args.rounds < 1 or args.warmup < 1 or args.steps < 1:
+        parser.error("--rounds, --warmup and --steps must be >= 1")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "results.json"), "w") as handle:
+        json.dump(report, handle, indent=2, sort_keys=True)
+    table = markdown(report)
+    with open(os.path.join(args.out_dir, "results.md"), "w") as handle:
+        handle.write(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The benchmark workload: data, body, RunConfig, input and serving receivers, timers.
+
+Every variant in ``bench/variants.py`` reads its data and builds its model
+from here, so the variants differ only in how the model_fn is written.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+SEED = 20240601
+N_FEATURES = 32
+HIDDEN = 128
+BATCH = 256
+LEARNING_RATE = 1e-3
+#: The three heads of the workload: (name, kind, units of its Dense output).
+HEADS: Tuple[Tuple[str, str, int], ...] = (
+    ("category", "multiclass", 5),
+    ("value", "regression", 1),
+    ("flag", "binary", 1),
+)
+#: Label arrays, one per head kind; scaled HeadSets reuse them through label_key.
+LABEL_OF_KIND = {"multiclass": "category", "regression": "value", "binary": "flag"}
+
+
+def make_arrays(n_rows: int, seed: int) -> Dict[str, np.ndarray]:
+    """Synthetic rows: ``x`` float32 [n, 32] and one label array per head kind."""
+    rng = np.random.default_rng(seed)
+    weights = np.random.default_rng(SEED).normal(size=(N_FEATURES, 7)).astype("float32")
+    x = rng.normal(size=(n_rows, N_FEATURES)).astype("float32")
+    projected = x @ weights / np.sqrt(N_FEATURES)
+    noise = rng.normal(scale=0.3, size=(n_rows, 7)).astype("float32")
+    return {
+        "x": x,
+        "category": np.argmax(projected[:, :5] + noise[:, :5], axis=1).astype("int64"),
+        "value": (projected[:, 5:6] * 3.0 + noise[:, 5:6]).astype("float32"),
+        "flag": (projected[:, 6:7] + noise[:, 6:7] > 0).astype("int64"),
+    }
+
+
+def write_arrays(arrays: Dict[str, np.ndarray], folder: str) -> Dict[str, str]:
+    """Write each array as a serialized tensor file; return name -> path."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for name, array in arrays.items():
+        path = os.path.join(folder, f"{name}.tensor")
+        tf.io.write_file(path, tf.io.serialize_tensor(tf.constant(array)))
+        paths[name] = path
+    return paths
+
+
+def _read(path: str, array_dtype: tf.DType) -> tf.Tensor:
+    # Read at run time: the rows never become graph constants.
+    return tf.io.parse_tensor(tf.io.read_file(path), array_dtype)
+
+
+_DTYPES = {"x": tf.float32, "category": tf.int64, "value": tf.float32, "flag": tf.int64}
+
+
+def dataset(
+    paths: Dict[str, str], repeat: bool, label_keys: Sequence[str] = tuple(LABEL_OF_KIND.values())
+) -> tf.data.Dataset:
+    """``({"x": ...}, {label: ...})`` batches of 256, cached in memory, prefetched."""
+    x = _read(paths["x"], tf.float32)
+    x.set_shape([None, N_FEATURES])
+    labels = {}
+    for name in label_keys:
+        tensor = _read(paths[name], _DTYPES[name])
+        tensor.set_shape([None] if name == "category" else [None, 1])
+        labels[name] = tensor
+    data = tf.data.Dataset.from_tensor_slices(({"x": x}, labels))
+    data = data.batch(BATCH, drop_remainder=True).cache()
+    if repeat:
+        data = data.repeat()
+    return data.prefetch(2)
+
+
+def input_fn(
+    paths: Dict[str, str], repeat: bool = True, label_keys: Sequence[str] = tuple(LABEL_OF_KIND.values())
+) -> Callable[[], tf.data.Dataset]:
+    """An Estimator input_fn over the files in ``paths`` (same order for every variant)."""
+    return lambda: dataset(paths, repeat, label_keys)
+
+
+def body_layers(head_specs: Sequence[Tuple[str, str, int]]) -> Callable[[], tf.keras.Model]:
+    """A builder of the MLP body (32 -> 128 -> 128, ReLU) with one Dense per head.
+
+    Every initializer has its own seed, so each variant starts from the
+    same weights whatever else its graph holds.
+    """
+
+    def build() -> tf.keras.Model:
+        glorot = tf.keras.initializers.GlorotUniform
+        x = tf.keras.Input((N_FEATURES,), name="x")
+        h = tf.keras.layers.Dense(HIDDEN, "relu", kernel_initializer=glorot(SEED + 1),
+                                  name="hidden_1")(x)
+        h = tf.keras.layers.Dense(HIDDEN, "relu", kernel_initializer=glorot(SEED + 2),
+                                  name="hidden_2")(h)
+        outputs = {
+            name: tf.keras.layers.Dense(units, kernel_initializer=glorot(SEED + 10 + i),
+                                        name=name)(h)
+            for i, (name, _, units) in enumerate(head_specs)
+        }
+        return tf.keras.Model({"x": x}, outputs)
+
+    return build
+
+
+build_body = body_layers(HEADS)
+
+
+def run_config(model_dir: str) -> tf.estimator.RunConfig:
+    """The one RunConfig of every Estimator variant: no checkpoint or summary mid-run."""
+    session_config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=2, inter_op_parallelism_threads=1
+    )
+    return tf.estimator.RunConfig(
+        model_dir=model_dir,
+        tf_random_seed=SEED,
+        save_checkpoints_steps=10**9,
+        save_checkpoints_secs=None,
+        save_summary_steps=10**9,
+        log_step_count_steps=10**9,
+        keep_checkpoint_max=1,
+        session_config=session_config,
+    )
+
+
+def serving_input_receiver() -> tf.estimator.export.ServingInputReceiver:
+    """Serialized tf.Example under ``examples``, and raw ``x`` as the alternative ``raw``.
+
+    As in headkit's export, ``x`` is a ``placeholder_with_default`` over the
+    parsed examples, so both inputs feed one copy of the model.
+    """
+    serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
+    parsed = tf.io.parse_example(
+        serialized, {"x": tf.io.FixedLenFeature([N_FEATURES], tf.float32)}
+    )
+    x = tf.compat.v1.placeholder_with_default(parsed["x"], [None, N_FEATURES], name="x")
+    return tf.estimator.export.ServingInputReceiver(
+        {"x": x}, {"examples": serialized}, receiver_tensors_alternatives={"raw": {"x": x}}
+    )
+
+
+class StepTimer(tf.compat.v1.train.SessionRunHook):
+    """Times training steps ``warmup+1 .. total``: no graph building, no checkpoint."""
+
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup, self.total = warmup, total
+        self.count = 0
+        self.started = self.ended = None
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        self.count += 1
+        if self.count == self.warmup:
+            self.started = time.perf_counter()
+        elif self.count == self.total:
+            self.ended = time.perf_counter()
+
+    def steps_per_second(self) -> float:
+        return (self.total - self.warmup) / (self.ended - self.started)
+
+
+def folder_size(path: str) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def serialized_examples(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` as serialized tf.Example strings, what classify signatures read."""
+    return np.array([
+        tf.train.Example(features=tf.train.Features(feature={
+            "x": tf.train.Feature(float_list=tf.train.FloatList(value=row))
+        })).SerializeToString()
+        for row in x
+    ], dtype=object)
+
+
+def latency_ms(function: Any, x: np.ndarray, calls: int, warmup: int = 20) -> float:
+    """Median wall time (ms) of ``calls`` calls of a loaded signature on rows ``x``.
+
+    A signature with one string input gets serialized tf.Examples; any other
+    gets the raw tensor ``x``.
+    """
+    spec = function.structured_input_signature[1]
+    (name, tensor_spec), = spec.items()
+    if tensor_spec.dtype == tf.string:
+        kwargs = {name: tf.constant(serialized_examples(x))}
+    else:
+        kwargs = {name: tf.constant(x)}
+    for _ in range(warmup):
+        function(**kwargs)
+    times: List[float] = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        function(**kwargs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
