@@ -6,16 +6,17 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import tensorflow as tf
 
-from headkit import serving
+from headkit import checkpoints, serving
 from headkit.errors import translate_graph_errors
 from headkit.heads import Head
 from headkit.headset import HeadSet
 from headkit.model_fn import Body, make_model_fn, resolve_optimizer
+from headkit.resume import ResumableEstimator
 
 __all__ = ["Estimator"]
 
 
-class _TranslatingEstimator(tf.estimator.Estimator):
+class _TranslatingEstimator(ResumableEstimator):
     """Estimator whose train/evaluate/predict raise headkit's errors for bad data.
 
     tf.estimator refuses subclasses that override its public methods, and it
@@ -146,6 +147,7 @@ class Estimator(_TranslatingEstimator):
         Example:
             >>> export_dir = estimator.export("exports/penguins")  # doctest: +SKIP
         """
+        checkpoints.clean_export_leftovers(export_dir_base)  # temp-* of killed exports
         return serving.export(
             self,
             export_dir_base,

@@ -278,7 +278,9 @@ def _train_op(optimizer: Any, loss: tf.Tensor, variables: List[tf.Variable],
             "No trainable variable of the body receives a gradient from the loss. Check that "
             "the trained heads' outputs depend on the body's layers."
         )
-    with tf.control_dependencies(update_ops):
+    # `loss` carries the finite check: without this dependency the updates would not wait
+    # for it (the gradients do not depend on the check) and could apply NaN gradients.
+    with tf.control_dependencies(update_ops + [loss]):
         if isinstance(optimizer, tf.compat.v1.train.Optimizer):
             return optimizer.apply_gradients(pairs, global_step=step)
         optimizer.iterations = step  # Keras optimizers advance their `iterations`

@@ -1,0 +1,261 @@
+"""The start-up checkpoint guard: verify, fall back, rebuild the state file, clean leftovers.
+
+Plain ``tf.estimator`` trusts the ``checkpoint`` state file and the newest
+checkpoint blindly: a missing state file restarts training from step 0 over
+the old checkpoints, and a truncated newest checkpoint crash-loops every
+restart. :func:`guard` runs before training and closes both holes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "guard",
+    "verify_checkpoint",
+    "find_checkpoints",
+    "clean_export_leftovers",
+    "CheckpointError",
+    "STATE_FILE",
+    "DAMAGED_DIR",
+]
+
+#: The state file tf.estimator reads to find the latest checkpoint.
+STATE_FILE = "checkpoint"
+#: Where the guard moves damaged checkpoints (kept for inspection), inside model_dir.
+DAMAGED_DIR = "damaged-checkpoints"
+
+_PREFIX = "model.ckpt"  # the prefix tf.estimator gives every checkpoint
+_FILE = re.compile(r"^model\.ckpt-(\d+)\.(index|meta|data-(\d+)-of-(\d+))$")
+_SAVE_LEFTOVER = re.compile(r"^model\.ckpt-\d+_temp$")  # a killed sharded save
+_EXPORT_LEFTOVER = re.compile(r"^temp-\d+$")  # a killed export (see serving.export)
+
+_log = logging.getLogger("headkit")
+
+
+class CheckpointError(RuntimeError):
+    """``model_dir`` holds checkpoints, but none of them is valid; nothing was trained.
+
+    Training from step 0 would silently overwrite them, so headkit stops
+    instead. The message names each checkpoint and what is wrong with it.
+
+    Example:
+        >>> raise CheckpointError("model_dir 'runs/a': no valid checkpoint ...")  # doctest: +SKIP
+    """
+
+
+def find_checkpoints(model_dir: str) -> Dict[int, List[str]]:
+    """Global step -> the names of that checkpoint's files in ``model_dir``.
+
+    Any one of a checkpoint's files (index, data shard, meta) makes it
+    count, so a checkpoint that lost its index is still found (and then
+    rejected by :func:`verify_checkpoint`).
+
+    Example:
+        >>> find_checkpoints("runs/penguins")  # doctest: +SKIP
+        {100: ['model.ckpt-100.data-00000-of-00001', 'model.ckpt-100.index', ...]}
+    """
+    found: Dict[int, List[str]] = {}
+    if not os.path.isdir(model_dir):
+        return found
+    for name in sorted(os.listdir(model_dir)):
+        match = _FILE.match(name)
+        if match:
+            found.setdefault(int(match.group(1)), []).append(name)
+    return found
+
+
+def verify_checkpoint(prefix: str) -> Optional[str]:
+    """Read every tensor of a checkpoint (CRC-checked); return what is wrong, or None.
+
+    A checkpoint is valid when its index and every data shard exist, every
+    tensor reads back with a matching checksum, and every float tensor is
+    finite (a checkpoint of NaN weights would crash-loop every restart).
+
+    Args:
+        prefix: the checkpoint path without suffix, e.g. ``runs/a/model.ckpt-100``.
+
+    Example:
+        >>> verify_checkpoint("runs/penguins/model.ckpt-100") is None  # doctest: +SKIP
+        True
+    """
+    directory, base = os.path.split(prefix)
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    if f"{base}.index" not in names:
+        return "its index file is missing"
+    shards = sorted(n for n in names if n.startswith(f"{base}.data-") and "-of-" in n)
+    counts = {n.rsplit("-of-", 1)[1] for n in shards}
+    if not shards or len(counts) != 1 or not counts.pop().isdigit() or \
+            len(shards) != int(shards[0].rsplit("-of-", 1)[1]):
+        return f"data shards are missing (found {shards})"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        dtypes = reader.get_variable_to_dtype_map()
+        keys = sorted(dtypes)
+        # RestoreV2 reads like training does, variant tensors (input positions) included.
+        values = tf.raw_ops.RestoreV2(
+            prefix=prefix, tensor_names=keys, shape_and_slices=[""] * len(keys),
+            dtypes=[dtypes[k] for k in keys],
+        )
+    except (tf.errors.OpError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return f"it does not read back ({type(error).__name__}: {reason[:300]})"
+    non_finite = [
+        key for key, value in zip(keys, values)
+        if value.dtype.is_floating and not np.isfinite(value.numpy()).all()
+    ]
+    if non_finite:
+        return f"it holds non-finite values (NaN or inf) in {non_finite[:5]!r}"
+    return None
+
+
+def _read_state(model_dir: str) -> Tuple[Optional[List[str]], str]:
+    """The state file's checkpoint basenames, oldest first (None if unusable), and why."""
+    path = os.path.join(model_dir, STATE_FILE)
+    if not os.path.exists(path):
+        return None, "the state file is missing"
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+        from google.protobuf import text_format
+        from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
+
+        state = text_format.Parse(text, CheckpointState())
+    except Exception as error:  # any unreadable state file is rebuilt the same way
+        return None, f"the state file does not parse ({type(error).__name__})"
+    if not state.model_checkpoint_path:
+        return None, "the state file names no checkpoint"
+    paths = [os.path.basename(p) for p in state.all_model_checkpoint_paths]
+    latest = os.path.basename(state.model_checkpoint_path)
+    return [p for p in paths if p != latest] + [latest], ""
+
+
+def _write_state(model_dir: str, paths: List[str]) -> None:
+    """Write the state file atomically: ``paths`` oldest first, the last one the latest."""
+    lines = [f'model_checkpoint_path: "{paths[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{p}"' for p in paths]
+    temporary = os.path.join(model_dir, STATE_FILE + ".headkit-tmp")
+    with open(temporary, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(temporary, os.path.join(model_dir, STATE_FILE))
+
+
+def _remove_save_leftovers(model_dir: str) -> None:
+    for name in sorted(os.listdir(model_dir)):
+        path = os.path.join(model_dir, name)
+        if _SAVE_LEFTOVER.match(name) and os.path.isdir(path):
+            _log.info("headkit: removing %s, left by a save that was killed.", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_export_leftovers(export_dir_base: str) -> List[str]:
+    """Remove ``temp-<stamp>`` folders that killed exports left; return their paths.
+
+    :func:`headkit.serving.export` builds each export in ``temp-<stamp>`` and
+    renames it only once verified, so such a folder is never a usable export.
+    ``hk.Estimator.export`` calls this first. Do not run two exports into one
+    base folder at the same time.
+
+    Example:
+        >>> clean_export_leftovers("exports/penguins")  # doctest: +SKIP
+        ['exports/penguins/temp-1700000000']
+    """
+    removed = []
+    if not os.path.isdir(export_dir_base):
+        return removed
+    for name in sorted(os.listdir(export_dir_base)):
+        path = os.path.join(export_dir_base, name)
+        if _EXPORT_LEFTOVER.match(name) and os.path.isdir(path):
+            _log.warning("headkit: removing %s, left by an export that was killed.", path)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _quarantine(model_dir: str, files: List[str]) -> str:
+    target = os.path.join(model_dir, DAMAGED_DIR)
+    os.makedirs(target, exist_ok=True)
+    for name in files:
+        os.replace(os.path.join(model_dir, name), os.path.join(target, name))
+    return target
+
+
+def guard(model_dir: Optional[str]) -> Optional[str]:
+    """Make ``model_dir`` safe to resume from; return the checkpoint training resumes from.
+
+    Run by ``hk.Estimator.train`` before each run. In order:
+
+    1. remove ``model.ckpt-N_temp`` folders left by a killed save;
+    2. verify checkpoints newest first (:func:`verify_checkpoint`); each
+       damaged one is logged with the reason and moved to
+       ``model_dir/damaged-checkpoints/``, until a valid one is found;
+    3. if the state file is missing, unreadable or does not name that
+       checkpoint, rewrite it, so training never restarts from step 0 over
+       existing checkpoints.
+
+    Returns None for a folder without checkpoints (training starts fresh).
+
+    Raises:
+        CheckpointError: checkpoints exist but none is valid. Nothing is
+            moved in that case.
+
+    Example:
+        >>> guard("runs/penguins")  # doctest: +SKIP
+        'runs/penguins/model.ckpt-100'
+    """
+    if not model_dir or not os.path.isdir(model_dir):
+        return None
+    _remove_save_leftovers(model_dir)
+    found = find_checkpoints(model_dir)
+    if not found:
+        return None
+    damaged: List[Tuple[int, str]] = []
+    chosen = None
+    for step in sorted(found, reverse=True):
+        reason = verify_checkpoint(os.path.join(model_dir, f"{_PREFIX}-{step}"))
+        if reason is None:
+            chosen = step
+            break
+        damaged.append((step, reason))
+    if chosen is None:
+        listing = "; ".join(
+            f"{_PREFIX}-{step} ({', '.join(found[step])}): {reason}" for step, reason in damaged
+        )
+        raise CheckpointError(
+            f"model_dir {model_dir!r}: no valid checkpoint to resume from, and training from "
+            f"step 0 would overwrite them. Checkpoints found: {listing}. Restore a checkpoint "
+            "from a backup, or move these files away (or use a new model_dir) to train from "
+            "scratch."
+        )
+    for step, reason in damaged:
+        target = _quarantine(model_dir, found[step])
+        _log.warning(
+            "headkit: checkpoint %s is damaged: %s. Moved its files to %s; resuming from "
+            "%s-%d instead.", os.path.join(model_dir, f"{_PREFIX}-{step}"), reason, target,
+            _PREFIX, chosen,
+        )
+    latest = f"{_PREFIX}-{chosen}"
+    listed, problem = _read_state(model_dir)
+    if listed is None or listed[-1] != latest:
+        keep = [p for p in (listed or []) if _step(p) in found and _step(p) < chosen]
+        if listed is None:
+            keep = [f"{_PREFIX}-{s}" for s in sorted(found) if s < chosen]
+        _write_state(model_dir, keep + [latest])
+        problem = problem or f"the state file named {listed[-1]}"
+        _log.warning(
+            "headkit: %s in %r; rewrote %s to resume from %s, the newest valid checkpoint.",
+            problem, model_dir, STATE_FILE, latest,
+        )
+    return os.path.join(model_dir, latest)
+
+
+def _step(basename: str) -> int:
+    match = re.match(r"^model\.ckpt-(\d+)$", basename)
+    return int(match.group(1)) if match else -1
