@@ -26,6 +26,12 @@ _LAZY = {
     "NonFiniteLossError": "headkit.errors",
     "input_fn": "headkit.inputs",
     "input_fn_from_dataframe": "headkit.inputs",
+    "train_and_evaluate": "headkit.training",
+    "EarlyStopping": "headkit.training",
+    "BestExport": "headkit.training",
+    "TrainResult": "headkit.progress",
+    "Evaluation": "headkit.progress",
+    "quiet_tensorflow": "headkit.progress",
 }
 
 __all__ = [
