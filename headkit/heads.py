@@ -173,7 +173,8 @@ LossFn = Callable[[Any, Any], Any]
 
 
 def _check_name(head: "Head", attribute: attrs.Attribute, name: Any) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    # fullmatch: with match(), `$` would also accept a name ending in a newline.
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ValueError(
             f"Head name must match {NAME_PATTERN.pattern} (got {name!r}): it is used as a "
             "label key, a body output key, a metric prefix and a signature key. "
@@ -210,6 +211,14 @@ def _same_nan(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return _NAN
     return value
+
+
+def _same_label(a: Any, b: Any) -> bool:
+    """Equality of missing_label values, where NaN equals NaN (``==`` says it does not).
+
+    ``_same_nan`` turns every NaN into one object, so ``is`` finds them equal.
+    """
+    return a is b or a == b
 
 
 def _to_tuple(value: Any) -> tuple:
@@ -287,7 +296,10 @@ class Head:
     label_key: str = attrs.field(
         default=attrs.Factory(lambda self: self.name, takes_self=True), kw_only=True
     )
-    missing_label: Any = attrs.field(default=None, converter=_same_nan, kw_only=True)
+    missing_label: Any = attrs.field(
+        default=None, converter=_same_nan, eq=attrs.cmp_using(eq=_same_label), hash=False,
+        kw_only=True,
+    )
     weight_column: Optional[str] = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:

@@ -1,13 +1,18 @@
 """HeadSet: the heads of one model, checked together, and their names.
 
 Imports no TensorFlow, except to rebuild Keras metrics named in a dict.
+Reads HeadSets from dicts and from JSON or TOML files (see ``examples/heads.toml``).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import json
 import math
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple
+import os
+import sys
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple, Union
 
 import attrs
 
@@ -188,14 +193,79 @@ class HeadSet:
         heads: List[Head] = []
         for index, raw in enumerate(raw_heads):
             heads.append(_head_from_dict(raw, f"heads[{index}]"))
-        return cls(heads)
+        try:
+            return cls(heads)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"heads: {error}") from error
+
+    @classmethod
+    def from_file(cls, path: Union[str, "os.PathLike[str]"]) -> "HeadSet":
+        """Read a HeadSet from a ``.json`` or ``.toml`` file holding what ``to_dict`` writes.
+
+        In TOML each head is a ``[[heads]]`` table with an ``[heads.output]``
+        table; leave out any field to take its default. Unknown keys are
+        errors. Errors start with the file's path, then the field's path.
+
+        Example:
+            >>> heads = HeadSet.from_file("examples/heads.toml")  # doctest: +SKIP
+            >>> heads.default_head.name  # doctest: +SKIP
+            'species'
+
+        The file::
+
+            [[heads]]
+            name = "species"
+            is_default = true
+            metrics = ["accuracy"]
+            [heads.output]
+            type = "classification"
+            vocabulary = ["Adelie", "Chinstrap", "Gentoo"]
+        """
+        text_path = os.fspath(path)
+        suffix = os.path.splitext(text_path)[1].lower()
+        if suffix not in (".json", ".toml"):
+            raise ValueError(
+                f"{text_path}: a HeadSet file must end in .json or .toml (got {suffix!r}). "
+                "Rename the file after its format."
+            )
+        with open(text_path, "rb") as handle:
+            content = handle.read()
+        try:
+            if suffix == ".json":
+                data = json.loads(content.decode("utf-8"))
+            else:
+                data = _toml().loads(content.decode("utf-8"))
+        except ValueError as error:  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError
+            raise ValueError(
+                f"{text_path}: not valid {suffix[1:].upper()} ({error}). Fix the syntax."
+            ) from error
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{text_path}: {error}") from error
+
+
+def _toml() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.9 and 3.10
+        import tomli as tomllib
+    return tomllib
 
 
 def _reject_unknown(data: Mapping[str, Any], known: Iterable[str], where: str) -> None:
-    unknown = sorted(set(data) - set(known))
+    known = sorted(known)
+    unknown = sorted(set(data) - set(known), key=str)
     if unknown:
+        hints = [
+            f"{close[0]!r} (for {key!r})"
+            for key in unknown
+            for close in [difflib.get_close_matches(str(key), known, n=1)]
+            if close
+        ]
+        hint = f" Did you mean {', '.join(hints)}?" if hints else ""
         raise ValueError(
-            f"{where}: unknown key(s) {unknown!r}. Known keys: {sorted(known)!r}."
+            f"{where}: unknown key(s) {unknown!r}. Known keys: {known!r}.{hint}"
         )
 
 
@@ -286,21 +356,45 @@ def _metric_from_dict(raw: Any, where: str) -> Any:
 def _output_from_dict(raw: Any, where: str) -> Any:
     if not isinstance(raw, Mapping) or "type" not in raw:
         raise TypeError(
-            f"{where}: must be a table with a 'type' of {sorted(_OUTPUT_TYPES)!r} (got {raw!r})."
+            f"{where} must be a table with a 'type' of {sorted(_OUTPUT_TYPES)!r} (got {raw!r}). "
+            f'In TOML: [heads.output] then type = "classification".'
         )
     kind = raw["type"]
     if kind not in _OUTPUT_TYPES:
+        close = difflib.get_close_matches(str(kind), list(_OUTPUT_TYPES), n=1)
         raise ValueError(
             f"{where}.type must be one of {sorted(_OUTPUT_TYPES)!r} (got {kind!r})."
+            + (f" Did you mean {close[0]!r}?" if close else "")
         )
     cls = _OUTPUT_TYPES[kind]
     fields = [f.name for f in attrs.fields(cls)]
     _reject_unknown(raw, ["type", *fields], where)
     kwargs = {k: v for k, v in raw.items() if k != "type"}
+    n_classes = kwargs.get("n_classes")
+    if n_classes is not None and (
+        isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2
+    ):
+        raise ValueError(
+            f"{where}.n_classes must be an integer >= 2 (got {n_classes!r}); "
+            'use type = "regression" for a continuous output.'
+        )
+    vocabulary = kwargs.get("vocabulary")
+    if vocabulary is not None and not isinstance(vocabulary, (list, tuple)):
+        raise TypeError(
+            f"{where}.vocabulary must be a list of class names (got {vocabulary!r}); "
+            'e.g. vocabulary = ["Adelie", "Chinstrap", "Gentoo"].'
+        )
+    dimension = kwargs.get("dimension", 1)
+    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
+        raise ValueError(
+            f"{where}.dimension must be an integer >= 1 (got {dimension!r}): the number "
+            "of values the head predicts per row."
+        )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as error:
-        raise type(error)(f"{where}: {error}") from error
+        field = "vocabulary" if "vocabulary" in kwargs else "n_classes"
+        raise type(error)(f"{where}.{field}: {error}") from error
 
 
 def _head_from_dict(raw: Any, where: str) -> Head:
@@ -326,7 +420,27 @@ def _head_from_dict(raw: Any, where: str) -> Head:
         kwargs.pop("label_key", None)
     if isinstance(kwargs.get("missing_label"), float) and math.isnan(kwargs["missing_label"]):
         kwargs["missing_label"] = float("nan")
+    _check_fields_alone(kwargs, where)
     try:
         return Head(**kwargs)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from error
+
+
+def _check_fields_alone(kwargs: Mapping[str, Any], where: str) -> None:
+    """Check each head field on its own first, so an error names that field's path."""
+    try:
+        Head(kwargs["name"], kwargs["output"])
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}.name: {error}") from error
+    for field, value in kwargs.items():
+        if field in ("name", "output"):
+            continue
+        items = enumerate(value) if field == "metrics" else [(None, value)]
+        for index, item in items:
+            path = f"{where}.{field}" + ("" if index is None else f"[{index}]")
+            try:
+                Head(kwargs["name"], kwargs["output"], **{field: (item,) if index is not None
+                                                          else item})
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{path}: {error}") from error

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, T
 import numpy as np
 import tensorflow as tf
 
+from headkit.errors import DataError
 from headkit.heads import Head
 from headkit.headset import HeadSet
 
@@ -70,7 +71,7 @@ def _missing_mask(column: np.ndarray) -> np.ndarray:
 def _as_column(name: str, value: Any, what: str) -> np.ndarray:
     column = np.asarray(value)
     if column.ndim == 0:
-        raise ValueError(
+        raise DataError(
             f"{what} {name!r}: expected one value per row, an array of shape [n, ...] "
             f"(got the scalar {value!r}). Pass a list or numpy array."
         )
@@ -83,7 +84,7 @@ def _as_column(name: str, value: Any, what: str) -> np.ndarray:
 def _string_column(name: str, column: np.ndarray, what: str) -> np.ndarray:
     missing = _missing_mask(column)
     if missing.any():
-        raise ValueError(
+        raise DataError(
             f"{what} {name!r} has missing values (NaN or None) at rows {_rows(missing)}; "
             "expected a string in every row. Fill them (e.g. df[col].fillna('unknown')) "
             "or drop those rows."
@@ -107,7 +108,7 @@ def _feature(name: str, value: Any) -> np.ndarray:
     elif kind == "f":
         bad = ~np.isfinite(column).reshape(len(column), -1).all(axis=1)
         if bad.any():
-            raise ValueError(
+            raise DataError(
                 f"feature {name!r} has non-finite values (NaN or inf) at rows {_rows(bad)}; "
                 "expected finite floats. Fill them (e.g. df[col].fillna(df[col].mean())) "
                 "or drop those rows (df.dropna(subset=[col]))."
@@ -126,20 +127,20 @@ def _feature(name: str, value: Any) -> np.ndarray:
 def _check_weights(head: Head, features: Mapping[str, np.ndarray]) -> None:
     column = head.weight_column
     if column not in features:
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: weight_column {column!r} is not among the features "
             f"{sorted(features)!r}. Add the weight column to the features."
         )
     weights = features[column]
     if weights.dtype.kind not in "fiu" or weights.reshape(len(weights), -1).shape[1] != 1:
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: weight_column {column!r} must hold one number per row "
             f"(got dtype {weights.dtype}, shape {weights.shape})."
         )
     flat = weights.reshape(-1).astype(np.float64)
     bad = ~np.isfinite(flat) | (flat < 0)
     if bad.any():
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: weight_column {column!r} must hold finite weights >= 0; "
             f"got {_values(flat[bad])} at rows {_rows(bad)}. Use weight 0 to leave a row "
             "out of this head's loss."
@@ -149,8 +150,8 @@ def _check_weights(head: Head, features: Mapping[str, np.ndarray]) -> None:
 # -------------------------------------------------------------------- labels
 
 
-def _no_missing_label(head: Head, missing: np.ndarray, example: str) -> ValueError:
-    return ValueError(
+def _no_missing_label(head: Head, missing: np.ndarray, example: str) -> DataError:
+    return DataError(
         f"Head {head.name!r}: labels {head.label_key!r} are missing (NaN or None) at rows "
         f"{_rows(missing)}, but the head has no missing_label. Set missing_label="
         f"{example} on the head so those rows are masked out of its loss and metrics, "
@@ -163,7 +164,7 @@ def _class_labels(head: Head, column: np.ndarray) -> np.ndarray:
     if column.ndim == 2 and column.shape[1] == 1:
         column = column[:, 0]
     if column.ndim != 1:
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: labels {head.label_key!r} must have shape [n] or [n, 1], "
             f"one class per row (got shape {column.shape})."
         )
@@ -175,7 +176,7 @@ def _class_labels(head: Head, column: np.ndarray) -> np.ndarray:
     if output.vocabulary is not None:
         return _vocabulary_labels(head, column, missing)
     if column.dtype.kind in "USO" and any(isinstance(v, (str, bytes)) for v in column[present]):
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: labels {head.label_key!r} must be integer class ids in "
             f"[0, {output.n_classes}) (got strings such as {_values(column[present][:_SHOWN])}). "
             "Give the head a vocabulary: Classification(vocabulary=(...))."
@@ -189,7 +190,7 @@ def _class_labels(head: Head, column: np.ndarray) -> np.ndarray:
         ) from error
     fractional = present & (numbers != np.round(numbers))
     if fractional.any():
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: labels {head.label_key!r} must be whole class ids; got "
             f"{_values(numbers[fractional])} at rows {_rows(fractional)}. For a continuous "
             "target use hk.Regression()."
@@ -198,7 +199,7 @@ def _class_labels(head: Head, column: np.ndarray) -> np.ndarray:
     labelled = present if head.missing_label is None else present & (ids != head.missing_label)
     out = labelled & ((ids < 0) | (ids >= output.n_classes))
     if out.any():
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: class ids must be in [0, {output.n_classes}); labels "
             f"{head.label_key!r} hold {_values(ids[out])} at rows {_rows(out)}. Fix the labels, "
             "raise n_classes, or set missing_label for rows without a label."
@@ -209,7 +210,7 @@ def _class_labels(head: Head, column: np.ndarray) -> np.ndarray:
 def _vocabulary_labels(head: Head, column: np.ndarray, missing: np.ndarray) -> np.ndarray:
     vocabulary = head.output.vocabulary
     if column.dtype.kind not in "USO":
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: labels {head.label_key!r} must be strings from the "
             f"vocabulary {vocabulary!r} (got dtype {column.dtype}, e.g. "
             f"{_values(column[:_SHOWN])}). Map the ids to names, or drop the vocabulary."
@@ -222,7 +223,7 @@ def _vocabulary_labels(head: Head, column: np.ndarray, missing: np.ndarray) -> n
     allowed = set(vocabulary) | {head.missing_label}
     unknown = np.array([v not in allowed for v in values], dtype=bool)
     if unknown.any():
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: labels {head.label_key!r} hold {_values(values[unknown])} at "
             f"rows {_rows(unknown)}, not in the vocabulary {vocabulary!r}. Add them to the "
             "vocabulary, or set missing_label for rows without a label."
@@ -236,7 +237,7 @@ def _regression_labels(head: Head, column: np.ndarray) -> np.ndarray:
         column = column.reshape(-1, 1)
     if column.ndim != 2 or column.shape[1] != dimension:
         expected = "[n] or [n, 1]" if dimension == 1 else f"[n, {dimension}]"
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: labels {head.label_key!r} must have shape {expected} "
             f"(got shape {column.shape}). The head predicts {dimension} value(s) per row."
         )
@@ -253,7 +254,7 @@ def _regression_labels(head: Head, column: np.ndarray) -> np.ndarray:
         ) from error
     infinite = np.isinf(values).any(axis=1)
     if infinite.any():
-        raise ValueError(
+        raise DataError(
             f"Head {head.name!r}: labels {head.label_key!r} hold non-finite values (inf) at rows "
             f"{_rows(infinite)}; expected finite numbers. Fix or drop those rows."
         )
@@ -278,13 +279,13 @@ def _head_labels(head: Head, value: Any) -> np.ndarray:
 def _check_lengths(columns: Mapping[str, np.ndarray]) -> int:
     lengths = {name: len(column) for name, column in columns.items()}
     if len(set(lengths.values())) > 1:
-        raise ValueError(
+        raise DataError(
             f"All columns must have the same number of rows (got {lengths}). "
             "Align the features and labels row by row."
         )
     n = next(iter(lengths.values()))
     if n == 0:
-        raise ValueError(f"The data has no rows (columns {sorted(lengths)!r}).")
+        raise DataError(f"The data has no rows (columns {sorted(lengths)!r}).")
     return n
 
 
@@ -317,14 +318,14 @@ def _prepare(
     predict_only = set(heads.names) - set(keys)
     extra = sorted(k for k in labels if k not in keys and k not in predict_only)
     if extra:
-        raise ValueError(
+        raise DataError(
             f"labels {extra!r} match no trained head's label key {list(keys)!r}. Remove them, "
             "or add a Head for each."
         )
     ready: Dict[str, np.ndarray] = {}
     for head in heads.trained_heads:
         if head.label_key not in labels:
-            raise ValueError(
+            raise DataError(
                 f"Head {head.name!r} has no labels: label key {head.label_key!r} is not among "
                 f"the labels {sorted(labels)!r}. Add the column, or make the head "
                 "hk.Predict() if it is only exported."
@@ -455,8 +456,9 @@ def input_fn(
         ``(features, labels)`` (or features alone when ``labels`` is None).
 
     Raises:
-        ValueError, TypeError: naming the column or head, the offending
-            values and their first row indices, and the fix.
+        hk.DataError: (a ``ValueError``) bad values, naming the column or head,
+            the offending values and their first row indices, and the fix.
+        TypeError: data of the wrong kind (e.g. labels not a dict).
 
     Example:
         >>> import headkit as hk, numpy as np
