@@ -73,10 +73,12 @@ def metric_direction(metric: str, mode: str = "auto") -> str:
         return "min"
     if short in _HIGHER_IS_BETTER:
         return "max"
+    close = difflib.get_close_matches(short, _LOWER_IS_BETTER + _HIGHER_IS_BETTER, n=1)
     raise ValueError(
         f"metric {metric!r}: mode='auto' cannot tell whether {short!r} should go up or down "
         f"(it knows {', '.join(_LOWER_IS_BETTER)}: down; {', '.join(_HIGHER_IS_BETTER)}: up). "
-        "Pass mode='min' or mode='max'."
+        + (f"Did you mean {close[0]!r}? Otherwise p" if close else "P")
+        + "ass mode='min' or mode='max'."
     )
 
 def _metric_name(instance: Any, attribute: Any, value: Any) -> None:
