@@ -340,10 +340,11 @@ def _metric_from_dict(raw: Any, where: str) -> Any:
         import tensorflow as tf  # Keras metrics only exist with TensorFlow
 
         try:
-            cls = tf.keras.metrics.get(raw["keras"])
+            found = tf.keras.metrics.get(raw["keras"])  # an instance, for a class name
         except ValueError as error:
             raise ValueError(f"{where}: unknown Keras metric {raw['keras']!r}.") from error
-        return cls.from_config(raw["config"]) if "config" in raw else type(cls())
+        cls = found if isinstance(found, type) else type(found)
+        return cls.from_config(raw["config"]) if "config" in raw else cls
     if isinstance(raw, Mapping) and "callable" in raw:
         _reject_unknown(raw, ("callable",), where)
         return _import_ref(raw["callable"], where + ".callable")
