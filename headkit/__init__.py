@@ -24,6 +24,7 @@ _LAZY = {
     "LoadedModel": "headkit.serving",
     "DataError": "headkit.errors",
     "NonFiniteLossError": "headkit.errors",
+    "CheckpointError": "headkit.checkpoints",
     "input_fn": "headkit.inputs",
     "input_fn_from_dataframe": "headkit.inputs",
     "train_and_evaluate": "headkit.training",

@@ -75,9 +75,9 @@ def find_checkpoints(model_dir: str) -> Dict[int, List[str]]:
 def verify_checkpoint(prefix: str) -> Optional[str]:
     """Read every tensor of a checkpoint (CRC-checked); return what is wrong, or None.
 
-    A checkpoint is valid when its index and every data shard exist, every
-    tensor reads back with a matching checksum, and every float tensor is
-    finite (a checkpoint of NaN weights would crash-loop every restart).
+    A checkpoint is valid when its index exists, every tensor reads back
+    (from the data shards the index names) with a matching checksum, and
+    every float tensor is finite (NaN weights would crash-loop every restart).
 
     Args:
         prefix: the checkpoint path without suffix, e.g. ``runs/a/model.ckpt-100``.
@@ -90,30 +90,40 @@ def verify_checkpoint(prefix: str) -> Optional[str]:
     names = os.listdir(directory) if os.path.isdir(directory) else []
     if f"{base}.index" not in names:
         return "its index file is missing"
-    shards = sorted(n for n in names if n.startswith(f"{base}.data-") and "-of-" in n)
-    counts = {n.rsplit("-of-", 1)[1] for n in shards}
-    if not shards or len(counts) != 1 or not counts.pop().isdigit() or \
-            len(shards) != int(shards[0].rsplit("-of-", 1)[1]):
-        return f"data shards are missing (found {shards})"
     try:
         reader = tf.train.load_checkpoint(prefix)
         dtypes = reader.get_variable_to_dtype_map()
         keys = sorted(dtypes)
-        # RestoreV2 reads like training does, variant tensors (input positions) included.
-        values = tf.raw_ops.RestoreV2(
-            prefix=prefix, tensor_names=keys, shape_and_slices=[""] * len(keys),
-            dtypes=[dtypes[k] for k in keys],
-        )
+        values = _read_all(prefix, keys, [dtypes[k] for k in keys])
     except (tf.errors.OpError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         return f"it does not read back ({type(error).__name__}: {reason[:300]})"
     non_finite = [
         key for key, value in zip(keys, values)
-        if value.dtype.is_floating and not np.isfinite(value.numpy()).all()
+        if value is not None and not np.isfinite(value).all()
     ]
     if non_finite:
         return f"it holds non-finite values (NaN or inf) in {non_finite[:5]!r}"
     return None
+
+
+def _read_all(prefix: str, keys: List[str], dtypes: List[tf.DType]) -> List[Optional[np.ndarray]]:
+    """Every tensor, read as training restores it (variant tensors, input positions, too).
+
+    Returns the float tensors' values and None for the others.
+    """
+    def restore():
+        return tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=keys,
+                                    shape_and_slices=[""] * len(keys), dtypes=dtypes)
+
+    if tf.executing_eagerly():
+        tensors = restore()
+        return [t.numpy() if t.dtype.is_floating else None for t in tensors]
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:  # called inside a graph
+        tensors = restore()
+        floats = session.run([t for t in tensors if t.dtype.is_floating])
+    values = iter(floats)
+    return [next(values) if t.dtype.is_floating else None for t in tensors]
 
 
 def _read_state(model_dir: str) -> Tuple[Optional[List[str]], str]:

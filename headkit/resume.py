@@ -45,6 +45,13 @@ def _warn_once(key: str, message: str) -> None:
         _log.warning(message)
 
 
+class _SeedGenerator(random.Random):
+    """Keras calls ``randint(1, 1e9)``; float bounds are deprecated in ``random``."""
+
+    def randint(self, a: Any, b: Any) -> int:
+        return super().randint(int(a), int(b))
+
+
 def _keras_seed_holder() -> Any:
     try:  # Keras 2.13+ keeps its optional seed generator here (set_random_seed sets it)
         from keras.src import backend
@@ -77,7 +84,7 @@ def keras_seeded(seed: Optional[int]) -> Iterator[None]:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     if holder is not None:
-        holder.generator = random.Random(seed)
+        holder.generator = _SeedGenerator(seed)
     try:
         yield
     finally:
