@@ -11,12 +11,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from tests.conftest import make_data, numpy_input_fn, tiny_body, tiny_heads
 
 import headkit as hk
-from headkit.progress import STATE_FILE, ProgressDisplay, quiet_tensorflow
+from headkit.progress import STATE_FILE, ProgressDisplay, RunState, quiet_tensorflow
 from headkit.serving import read_manifest
-from headkit.training import metric_direction
+from headkit.training import _Exporter, _ranking, metric_direction
+from tests.conftest import make_data, numpy_input_fn, tiny_body, tiny_heads
 
 MAX_STEPS = 40
 
@@ -159,11 +159,9 @@ def test_exports_kept_are_the_n_best_by_the_chosen_metric(trained, tmp_path):
     # Evaluations made up for one checkpoint, so the ranking is known: by
     # kind/accuracy the two best are steps 20 and 30; by loss they would be 40 and 30.
     estimator, _, _ = trained
-    from headkit.training import _Exporter, _ranking
-    from headkit.progress import RunState
-
     export = hk.BestExport("kind/accuracy", keep=2, final=False, export_dir_base=str(tmp_path))
     state = RunState(estimator, None, export, _ranking(None, export), None)
+    state.path = str(tmp_path / STATE_FILE)  # keep the shared fixture's model_dir clean
     exporter = _Exporter(state)
     checkpoint = estimator.latest_checkpoint()
     for step, accuracy, loss in ((10, 0.5, 1.0), (20, 0.9, 2.0), (30, 0.7, 0.5), (40, 0.7, 0.4)):
