@@ -410,9 +410,9 @@ def train_and_evaluate(
             except _EvaluatorDone:  # a distributed evaluator: early stopping has fired
                 pass
     else:
-        logger.info("headkit: %s already stopped early at step %d (%s); nothing to train. "
-                    "Delete it to train further.", state.path, state.stop_step,
-                    STATE_FILE)
+        logger.info("headkit: this run already stopped early at step %d (see %s); nothing "
+                    "to train. Raise patience, or delete %s, to train further.",
+                    state.stop_step, state.path, STATE_FILE)
     return _finish(estimator, state, max_steps, export, display)
 
 
