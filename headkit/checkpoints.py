@@ -260,8 +260,8 @@ def guard(model_dir: Optional[str]) -> Optional[str]:
         _write_state(model_dir, keep + [latest])
         problem = problem or f"the state file named {listed[-1]}"
         _log.warning(
-            "headkit: %s in %r; rewrote %s to resume from %s, the newest valid checkpoint.",
-            problem, model_dir, STATE_FILE, latest,
+            "headkit: %s in %r; rewrote the state file %r to resume from %s, the newest "
+            "valid checkpoint.", problem, model_dir, STATE_FILE, latest,
         )
     return os.path.join(model_dir, latest)
 
