@@ -353,3 +353,27 @@ def test_export_removes_leftovers_of_killed_exports(reference, tmp_path):
     (base / "temp-1700000000" / "variables").mkdir(parents=True)
     export_dir = worker.estimator(reference).export(str(base))
     assert sorted(os.listdir(base)) == [os.path.basename(export_dir)]
+
+
+def test_every_update_waits_for_the_finite_loss_check():
+    from headkit.model_fn import make_model_fn, resolve_optimizer
+
+    with tf.Graph().as_default():
+        features, labels = tf.compat.v1.data.make_one_shot_iterator(
+            worker.input_fn()()).get_next()
+        spec = make_model_fn(worker.tiny_body, worker.tiny_heads(), resolve_optimizer("adam"))(
+            features, labels, tf.estimator.ModeKeys.TRAIN, None)
+        updates = [op for op in tf.compat.v1.get_default_graph().get_operations()
+                   if op.type.startswith("ResourceApply")]
+
+    def waits_for_check(op, seen):
+        if op in seen:
+            return False
+        seen.add(op)
+        if "headkit_finite_loss_check" in op.name:
+            return True
+        return any(waits_for_check(parent, seen)
+                   for parent in [t.op for t in op.inputs] + list(op.control_inputs))
+
+    assert updates and all(waits_for_check(op, set()) for op in updates)
+    assert spec.train_op is not None
