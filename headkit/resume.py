@@ -101,8 +101,8 @@ def _unsaveable_ops(graph: tf.Graph) -> set:
     return ops & _UNSAVEABLE_OPS
 
 
-def _iterator_key(model_dir: Optional[str]) -> Optional[bool]:
-    """Whether the checkpoint training resumes from holds an input position (None: no checkpoint)."""
+def _checkpoint_has_position(model_dir: Optional[str]) -> Optional[bool]:
+    """Whether the checkpoint to resume from holds an input position (None: no checkpoint)."""
     latest = tf.train.latest_checkpoint(model_dir) if model_dir else None
     if latest is None:
         return None
@@ -137,7 +137,7 @@ def saved_position_input(result: Any, model_dir: Optional[str]) -> Any:
             "after a restart the input starts from its beginning. Build it from tensors or "
             "files (e.g. hk.input_fn) to resume exactly."))
         return result
-    has_position = _iterator_key(model_dir)
+    has_position = _checkpoint_has_position(model_dir)
     with tf.name_scope(INPUT_SCOPE):
         iterator = tf.compat.v1.data.make_one_shot_iterator(result)
     if has_position is False:
