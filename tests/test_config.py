@@ -169,7 +169,8 @@ def test_example_toml_uses_every_head_field():
     defaults = hk.Head("x", hk.Regression())
     for field in ("loss", "metrics", "weight", "is_default", "label_key", "missing_label",
                   "weight_column"):
-        assert any(getattr(h, field) != getattr(defaults, field) for h in heads if h.is_trained), field
+        trained = [h for h in heads if h.is_trained]
+        assert any(getattr(h, field) != getattr(defaults, field) for h in trained), field
 
 
 def test_from_file_errors_start_with_the_path(tmp_path):
