@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ MAIN_VARIANTS = (
 #: Reported metrics: key -> (path in a variant's JSON, label, unit).
 METRICS = {
     "steps_per_second": (("steps_per_second",), "train steps/s", ""),
+    "cpu_ms_per_step": (("cpu_ms_per_step",), "train CPU per step", "ms"),
     "eval_seconds": (("eval_seconds",), "evaluate() 20 batches", "s"),
     "export_seconds": (("export_seconds",), "export", "s"),
     "savedmodel_kb": (("savedmodel_bytes",), "SavedModel size", "KB"),
@@ -47,6 +49,7 @@ METRICS = {
     "raw_predict_b256_ms": (("serving", "raw_predict", "batch_256_ms"),
                             "raw predict, batch 256", "ms"),
 }
+SERVING_KEYS = tuple(k for k in METRICS if k.startswith(("serving_default", "raw_predict")))
 #: headkit's targets: metric -> (comparison, bound), as ratios against handwritten.
 TARGETS = {
     "steps_per_second": (">=", 0.97),
@@ -83,6 +86,22 @@ def summarize(raw: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
         variant: {key: values[key] / medians[BASELINE][key] for key in METRICS}
         for variant, values in medians.items()
     }
+    paired = {
+        variant: {key: statistics.median(
+            metric_value(r, key) / metric_value(b, key) for r, b in zip(results, raw[BASELINE])
+        ) for key in METRICS}
+        for variant, results in raw.items()
+    }
+    return {"medians": medians, "ratios": ratios, "paired_ratios": paired}
+
+
+def summarize_interleaved(rounds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Any]:
+    """Medians over rounds of the interleaved latencies, and ratios to the baseline."""
+    variants = list(rounds[0])
+    medians = {v: {k: statistics.median(r[v][k] for r in rounds) for k in SERVING_KEYS}
+               for v in variants}
+    ratios = {v: {k: medians[v][k] / medians[BASELINE][k] for k in SERVING_KEYS}
+              for v in variants}
     return {"medians": medians, "ratios": ratios}
 
 
@@ -97,15 +116,26 @@ def loss_agreement(raw: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
     return result
 
 
-def check_targets(ratios: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
-    """headkit's ratios against the targets of the issue."""
+def check_targets(
+    ratios: Dict[str, Dict[str, float]],
+    interleaved: Optional[Dict[str, Dict[str, float]]] = None,
+) -> List[Dict[str, Any]]:
+    """headkit's ratios against the targets of the issue.
+
+    Serving latency is judged on the interleaved measurement when there is
+    one (calls of all variants alternate in one process), else per process.
+    """
     if "headkit" not in ratios:
         return []
     checks = []
     for key, (comparison, bound) in TARGETS.items():
+        source = "per process"
         ratio = ratios["headkit"][key]
+        if key in SERVING_KEYS and interleaved and "headkit" in interleaved:
+            source, ratio = "interleaved", interleaved["headkit"][key]
         ok = ratio >= bound if comparison == ">=" else ratio <= bound
-        checks.append({"metric": key, "ratio": ratio, "target": f"{comparison} {bound}", "ok": ok})
+        checks.append({"metric": key, "ratio": ratio, "target": f"{comparison} {bound}",
+                       "ok": ok, "source": source})
     return checks
 
 
@@ -141,11 +171,14 @@ def scaling_summary(raw: Dict[str, List[Dict[str, Any]]]) -> Optional[Dict[str, 
 
 
 def _fmt(value: float, key: str) -> str:
-    if key == "steps_per_second":
-        return f"{value:.0f}"
-    if key == "savedmodel_kb":
+    if key in ("steps_per_second", "savedmodel_kb"):
         return f"{value:.0f}"
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _label(key: str) -> str:
+    _, label, unit = METRICS[key]
+    return f"{label} ({unit})" if unit else label
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -159,19 +192,35 @@ def markdown(report: Dict[str, Any]) -> str:
         f"{meta['load_before'][0]:.2f} before, {meta['load_after'][0]:.2f} after.",
         "Medians over the rounds; in brackets the ratio to `handwritten` from the same run.",
         "",
-        "| variant | " + " | ".join(f"{v[1]}{f' ({v[2]})' if v[2] else ''}"
-                                  for v in METRICS.values()) + " | eval loss |",
+        "| variant | " + " | ".join(_label(k) for k in METRICS) + " | eval loss |",
         "|---" * (len(METRICS) + 2) + "|",
     ]
     for variant in medians:
         cells = [f"{_fmt(medians[variant][k], k)} ({ratios[variant][k]:.2f})" for k in METRICS]
         loss = statistics.median(r["eval_loss"] for r in report["raw"][variant])
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {loss:.6f} |")
+    interleaved = report.get("serving_interleaved")
+    if interleaved:
+        lines += [
+            "",
+            "Serving latency with the calls of all variants interleaved in one process "
+            "(median over rounds of each round's median of "
+            f"{report['config']['calls']} calls; ratio to `handwritten` in brackets):",
+            "",
+            "| variant | " + " | ".join(_label(k) for k in SERVING_KEYS) + " |",
+            "|---" * (len(SERVING_KEYS) + 1) + "|",
+        ]
+        for variant, values in interleaved["medians"].items():
+            cells = [f"{values[k]:.3f} ({interleaved['ratios'][variant][k]:.2f})"
+                     for k in SERVING_KEYS]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     if report["targets"]:
-        lines += ["", "| headkit target | ratio | target | met |", "|---|---|---|---|"]
+        lines += ["", "| headkit target | ratio | target | met | measured |",
+                  "|---|---|---|---|---|"]
         for check in report["targets"]:
             lines.append(f"| {METRICS[check['metric']][1]} | {check['ratio']:.3f} | "
-                         f"{check['target']} | {'yes' if check['ok'] else 'NO'} |")
+                         f"{check['target']} | {'yes' if check['ok'] else 'NO'} | "
+                         f"{check['source']} |")
     if report["eval_loss_agreement"]:
         lines += ["", f"| eval loss vs handwritten | max abs difference | within "
                       f"{LOSS_TOLERANCE:g} |", "|---|---|---|"]
@@ -202,10 +251,10 @@ def _git(*args: str) -> str:
 
 
 def _run_variant(
-    variant: str, data: str, out: Optional[str], args: argparse.Namespace
+    variant: str, data: str, out: Optional[str], args: argparse.Namespace, *extra: str
 ) -> Dict[str, Any]:
     command = [
-        sys.executable, os.path.join(HERE, "variants.py"), variant, "--data", data,
+        sys.executable, os.path.join(HERE, "variants.py"), variant, "--data", data, *extra,
         *(["--out", out] if out else []), "--warmup", str(args.warmup), "--steps", str(args.steps),
         "--scaling-steps", str(args.scaling_steps), "--eval-batches", str(args.eval_batches),
         "--calls", str(args.calls), "--rows", str(args.rows),
@@ -221,6 +270,25 @@ def _run_variant(
         return json.load(handle)
 
 
+def _progress(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _serve_interleaved(exports, raw, data, folder, args) -> Dict[str, Dict[str, float]]:
+    """Time this round's exports with their calls interleaved; then delete them."""
+    table = {v: [d, raw[v][-1]["serving"]["raw_predict"]["signature"]]
+             for v, d in exports.items()}
+    table_path = os.path.join(folder, "exports.json")
+    with open(table_path, "w") as handle:
+        json.dump(table, handle)
+    out = os.path.join(folder, "interleaved.json")
+    result = _run_variant("serve_interleaved", data, out, args, "--exports", table_path)
+    for folder_path in exports.values():
+        shutil.rmtree(folder_path, ignore_errors=True)
+    return result["latency"]
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Prepare the data once, run every variant in every round, build the report."""
     variants = list(args.variants) + [f"scaling_headkit_{n}" for n in args.scaling_heads]
@@ -229,19 +297,27 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="headkit-bench-") as folder:
         data = os.path.join(folder, "data")
         _run_variant("prepare", data, None, args)
+        interleaved_rounds = []
         for round_index in range(args.rounds):
             shift = round_index % len(variants)
+            exports = {}
             for variant in variants[shift:] + variants[:shift]:
                 started = time.time()
                 out = os.path.join(folder, f"{variant}-{round_index}.json")
-                result = _run_variant(variant, data, out, args)
+                keep = []
+                if variant in args.variants:
+                    exports[variant] = os.path.join(folder, f"export-{round_index}-{variant}")
+                    keep = ["--keep-export", exports[variant]]
+                result = _run_variant(variant, data, out, args, *keep)
                 result.update(round=round_index, load_average=os.getloadavg()[0])
                 raw[variant].append(result)
-                if not args.quiet:
-                    print(f"round {round_index + 1}/{args.rounds} {variant}: "
-                          f"{time.time() - started:.1f}s", file=sys.stderr, flush=True)
+                _progress(args, f"round {round_index + 1}/{args.rounds} {variant}: "
+                                f"{time.time() - started:.1f}s")
+            interleaved_rounds.append(_serve_interleaved(exports, raw, data, folder, args))
+            _progress(args, f"round {round_index + 1}/{args.rounds} serving, interleaved")
     main_raw = {v: raw[v] for v in args.variants}
     summary = summarize(main_raw)
+    interleaved = summarize_interleaved(interleaved_rounds)
     any_result = next(iter(main_raw.values()))[0]
     return {
         "meta": {
@@ -260,7 +336,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             "rows", "warmup", "steps", "scaling_steps", "eval_batches", "calls", "scaling_heads")},
         "baseline": BASELINE,
         "summary": summary,
-        "targets": check_targets(summary["ratios"]),
+        "serving_interleaved": interleaved,
+        "targets": check_targets(summary["ratios"], interleaved["ratios"]),
         "eval_loss_agreement": loss_agreement(main_raw),
         "scaling": scaling_summary(raw),
         "raw": main_raw,

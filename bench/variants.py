@@ -4,9 +4,11 @@ Usage (``bench/run.py`` calls this; run it by hand to debug one variant):
 
     python bench/variants.py headkit --data /tmp/bench-data --out result.json
 
-``prepare`` writes the data folder first. Variants: ``handwritten`` (the baseline), ``headkit``, ``canned_multihead``,
-``model_to_estimator``, ``keras_fit_spe1``, ``keras_fit_spe32``, and
+``prepare`` writes the data folder first. Variants: ``handwritten`` (the
+baseline), ``headkit``, ``canned_multihead``, ``model_to_estimator``,
+``keras_fit_spe1``, ``keras_fit_spe32``, and
 ``scaling_headkit_<K>`` (a HeadSet of K heads: graph build time and steps/s).
+``serve_interleaved`` times the kept exports of several variants in turn.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -202,7 +205,7 @@ def measure_estimator(estimator, export: Callable[[str], str], raw_key: str, arg
     export_seconds = time.perf_counter() - start
     x = np.load(os.path.join(args.data, "serving_x.npy"))
     return {
-        "steps_per_second": timer.steps_per_second(),
+        **timer.clock.results(),
         "train_wall_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "eval_loss": float(metrics["loss"]),
@@ -210,6 +213,7 @@ def measure_estimator(estimator, export: Callable[[str], str], raw_key: str, arg
         "export_seconds": export_seconds,
         "savedmodel_bytes": wl.folder_size(export_dir),
         "serving": _serving(export_dir, raw_key, x, args.calls),
+        "export_dir": export_dir,
     }
 
 
@@ -219,18 +223,16 @@ class _KerasStepTimer(tf.keras.callbacks.Callback):
     def __init__(self, warmup: int, total: int) -> None:
         super().__init__()
         self.warmup, self.total = warmup, total
-        self.started = self.ended = None
-        self.start_step = 0
+        self.clock = wl.StepClock()
+        self.started = False
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         done = batch + 1
-        if self.started is None and done >= self.warmup:
-            self.started, self.start_step = time.perf_counter(), done
+        if not self.started and done >= self.warmup:
+            self.clock.start(done)
+            self.started = True
         elif done == self.total:
-            self.ended = time.perf_counter()
-
-    def steps_per_second(self) -> float:
-        return (self.total - self.start_step) / (self.ended - self.started)
+            self.clock.stop(done)
 
 
 def measure_keras_fit(steps_per_execution: int, args) -> Dict:
@@ -253,7 +255,7 @@ def measure_keras_fit(steps_per_execution: int, args) -> Dict:
     export_seconds = time.perf_counter() - start
     x = np.load(os.path.join(args.data, "serving_x.npy"))
     return {
-        "steps_per_second": timer.steps_per_second(),
+        **timer.clock.results(),
         "train_wall_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "eval_loss": float(metrics["loss"]),
@@ -261,6 +263,7 @@ def measure_keras_fit(steps_per_execution: int, args) -> Dict:
         "export_seconds": export_seconds,
         "savedmodel_bytes": wl.folder_size(export_dir),
         "serving": _serving(export_dir, "serving_default", x, args.calls),
+        "export_dir": export_dir,
     }
 
 
@@ -286,8 +289,24 @@ def measure_scaling(n_heads: int, args) -> Dict:
     timer = wl.StepTimer(args.warmup, args.warmup + args.scaling_steps)
     estimator.train(wl.input_fn(paths, True, heads.label_keys),
                     steps=args.warmup + args.scaling_steps, hooks=[timer])
-    return {"n_heads": n_heads, "graph_build_seconds": build_seconds,
-            "steps_per_second": timer.steps_per_second()}
+    return {"n_heads": n_heads, "graph_build_seconds": build_seconds, **timer.clock.results()}
+
+
+def serve_interleaved(args) -> Dict:
+    """Serving latency of every kept export, with the variants' calls interleaved."""
+    with open(args.exports) as handle:
+        exports = json.load(handle)
+    x = np.load(os.path.join(args.data, "serving_x.npy"))
+    loaded = {v: tf.saved_model.load(d) for v, (d, _) in exports.items()}
+    result: Dict[str, Dict[str, float]] = {v: {} for v in exports}
+    for label, key_of in (("serving_default", lambda v: "serving_default"),
+                          ("raw_predict", lambda v: exports[v][1])):
+        functions = {v: loaded[v].signatures[key_of(v)] for v in exports}
+        for rows in (1, wl.BATCH):
+            medians = wl.interleaved_latency_ms(functions, x[:rows], args.calls)
+            for variant, value in medians.items():
+                result[variant][f"{label}_b{rows}_ms"] = value
+    return {"latency": result}
 
 
 def _paths(args):
@@ -350,6 +369,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scaling-steps", type=int, default=512)
     parser.add_argument("--eval-batches", type=int, default=20)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--keep-export", help="copy the variant's export to this folder")
+    parser.add_argument("--exports", help="serve_interleaved: JSON {variant: [dir, raw key]}")
     args = parser.parse_args(argv)
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -357,9 +378,15 @@ def main(argv=None) -> int:
     if args.variant == "prepare":
         prepare_data(args.data, args.rows, args.eval_batches)
         return 0
-    with tempfile.TemporaryDirectory(prefix=f"bench-{args.variant}-") as workdir:
-        args.workdir = workdir
-        result = run_variant(args.variant, args)
+    if args.variant == "serve_interleaved":
+        result = serve_interleaved(args)
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{args.variant}-") as workdir:
+            args.workdir = workdir
+            result = run_variant(args.variant, args)
+            export_dir = result.pop("export_dir", None)
+            if args.keep_export and export_dir:
+                shutil.copytree(export_dir, args.keep_export)
     import headkit
 
     result.update(variant=args.variant, tensorflow_version=tf.__version__,

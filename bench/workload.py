@@ -82,7 +82,9 @@ def dataset(
 
 
 def input_fn(
-    paths: Dict[str, str], repeat: bool = True, label_keys: Sequence[str] = tuple(LABEL_OF_KIND.values())
+    paths: Dict[str, str],
+    repeat: bool = True,
+    label_keys: Sequence[str] = tuple(LABEL_OF_KIND.values()),
 ) -> Callable[[], tf.data.Dataset]:
     """An Estimator input_fn over the files in ``paths`` (same order for every variant)."""
     return lambda: dataset(paths, repeat, label_keys)
@@ -148,23 +150,50 @@ def serving_input_receiver() -> tf.estimator.export.ServingInputReceiver:
     )
 
 
+class StepClock:
+    """Wall and process CPU time of the timed steps, from step ``first`` to ``last``.
+
+    CPU time (all of the process's threads) shows the work a step costs,
+    and is less swayed than wall time by other programs on a shared machine.
+    """
+
+    def __init__(self) -> None:
+        self.first = self.last = 0
+        self.wall = self.cpu = (0.0, 0.0)
+
+    def start(self, step: int) -> None:
+        self.first = step
+        self.wall = (time.perf_counter(), 0.0)
+        self.cpu = (time.process_time(), 0.0)
+
+    def stop(self, step: int) -> None:
+        self.last = step
+        self.wall = (self.wall[0], time.perf_counter())
+        self.cpu = (self.cpu[0], time.process_time())
+
+    def results(self) -> Dict[str, float]:
+        steps = self.last - self.first
+        return {
+            "steps_per_second": steps / (self.wall[1] - self.wall[0]),
+            "cpu_ms_per_step": (self.cpu[1] - self.cpu[0]) * 1000.0 / steps,
+            "timed_steps": steps,
+        }
+
+
 class StepTimer(tf.compat.v1.train.SessionRunHook):
     """Times training steps ``warmup+1 .. total``: no graph building, no checkpoint."""
 
     def __init__(self, warmup: int, total: int) -> None:
         self.warmup, self.total = warmup, total
         self.count = 0
-        self.started = self.ended = None
+        self.clock = StepClock()
 
     def after_run(self, run_context: Any, run_values: Any) -> None:
         self.count += 1
         if self.count == self.warmup:
-            self.started = time.perf_counter()
+            self.clock.start(self.count)
         elif self.count == self.total:
-            self.ended = time.perf_counter()
-
-    def steps_per_second(self) -> float:
-        return (self.total - self.warmup) / (self.ended - self.started)
+            self.clock.stop(self.count)
 
 
 def folder_size(path: str) -> int:
@@ -186,18 +215,21 @@ def serialized_examples(x: np.ndarray) -> np.ndarray:
     ], dtype=object)
 
 
-def latency_ms(function: Any, x: np.ndarray, calls: int, warmup: int = 20) -> float:
-    """Median wall time (ms) of ``calls`` calls of a loaded signature on rows ``x``.
+def signature_inputs(function: Any, x: np.ndarray) -> Dict[str, tf.Tensor]:
+    """The call arguments of a loaded signature for rows ``x``.
 
     A signature with one string input gets serialized tf.Examples; any other
     gets the raw tensor ``x``.
     """
-    spec = function.structured_input_signature[1]
-    (name, tensor_spec), = spec.items()
+    (name, tensor_spec), = function.structured_input_signature[1].items()
     if tensor_spec.dtype == tf.string:
-        kwargs = {name: tf.constant(serialized_examples(x))}
-    else:
-        kwargs = {name: tf.constant(x)}
+        return {name: tf.constant(serialized_examples(x))}
+    return {name: tf.constant(x)}
+
+
+def latency_ms(function: Any, x: np.ndarray, calls: int, warmup: int = 20) -> float:
+    """Median wall time (ms) of ``calls`` calls of a loaded signature on rows ``x``."""
+    kwargs = signature_inputs(function, x)
     for _ in range(warmup):
         function(**kwargs)
     times: List[float] = []
@@ -206,3 +238,25 @@ def latency_ms(function: Any, x: np.ndarray, calls: int, warmup: int = 20) -> fl
         function(**kwargs)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000.0
+
+
+def interleaved_latency_ms(
+    functions: Dict[str, Any], x: np.ndarray, calls: int, warmup: int = 20
+) -> Dict[str, float]:
+    """Median latency (ms) of several signatures, called in turn in one process.
+
+    Call ``i`` of every signature happens within the same few milliseconds
+    (the order rotates with ``i``), so load from other programs falls on all
+    of them alike: the fairest comparison a shared machine allows.
+    """
+    arguments = {key: signature_inputs(f, x) for key, f in functions.items()}
+    keys = list(functions)
+    times: Dict[str, List[float]] = {key: [] for key in keys}
+    for i in range(warmup + calls):
+        shift = i % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            start = time.perf_counter()
+            functions[key](**arguments[key])
+            if i >= warmup:
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) * 1000.0 for key, values in times.items()}

@@ -1,0 +1,120 @@
+"""The benchmark machinery (bench/run.py): summaries, targets, and one tiny real run.
+
+A full benchmark is never part of the suite; the smoke test runs two
+variants for a handful of steps only to check the plumbing and the report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def _load_run_module():
+    spec = importlib.util.spec_from_file_location("bench_run", os.path.join(BENCH, "run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load_run_module()
+
+
+def _result(steps, eval_seconds, latency, loss=0.5):
+    serving = {"batch_1_ms": latency, "batch_256_ms": 10 * latency}
+    return {
+        "steps_per_second": steps,
+        "eval_seconds": eval_seconds,
+        "export_seconds": 1.0,
+        "savedmodel_bytes": 2048,
+        "eval_loss": loss,
+        "serving": {"serving_default": serving, "raw_predict": serving},
+    }
+
+
+def test_ratios_are_medians_over_the_baselines_median():
+    raw = {
+        "handwritten": [_result(100, 2.0, 1.0), _result(300, 4.0, 3.0), _result(200, 3.0, 2.0)],
+        "headkit": [_result(190, 3.3, 2.0), _result(10, 9.0, 9.0), _result(198, 3.0, 2.1)],
+    }
+    summary = run.summarize(raw)
+    assert summary["medians"]["handwritten"]["steps_per_second"] == 200
+    assert summary["medians"]["headkit"]["steps_per_second"] == 190
+    assert summary["ratios"]["headkit"]["steps_per_second"] == pytest.approx(0.95)
+    assert summary["ratios"]["headkit"]["eval_seconds"] == pytest.approx(1.1)
+    assert summary["ratios"]["headkit"]["serving_default_b256_ms"] == pytest.approx(1.05)
+    assert summary["medians"]["headkit"]["savedmodel_kb"] == 2.0
+    assert all(v == 1.0 for v in summary["ratios"]["handwritten"].values())
+
+
+def test_targets_report_a_miss():
+    ratios = {"headkit": {"steps_per_second": 0.95, "eval_seconds": 1.0,
+                          "serving_default_b1_ms": 1.2, "serving_default_b256_ms": 1.0}}
+    met = {c["metric"]: c["ok"] for c in run.check_targets(ratios)}
+    assert met == {"steps_per_second": False, "eval_seconds": True,
+                   "serving_default_b1_ms": False, "serving_default_b256_ms": True}
+
+
+def test_summary_without_baseline_rejected():
+    with pytest.raises(ValueError, match="no 'handwritten' results.*Add 'handwritten'"):
+        run.summarize({"headkit": [_result(1, 1, 1)]})
+
+
+def test_variants_without_baseline_rejected(capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--variants", "headkit"])
+    assert "must include the baseline 'handwritten'" in capsys.readouterr().err
+
+
+def test_loss_disagreement_is_flagged():
+    raw = {"handwritten": [_result(1, 1, 1, loss=0.5)],
+           "headkit": [_result(1, 1, 1, loss=0.5004)],
+           "canned_multihead": [_result(1, 1, 1, loss=0.52)]}
+    agreement = run.loss_agreement(raw)
+    assert agreement["headkit"]["ok"] and not agreement["canned_multihead"]["ok"]
+
+
+def test_quadratic_graph_build_is_not_linear():
+    def rows(build):
+        return {f"scaling_headkit_{n}": [{"graph_build_seconds": t, "steps_per_second": 1.0}]
+                for n, t in build.items()}
+
+    linear = run.scaling_summary(rows({1: 0.2, 10: 1.1, 50: 5.1}))
+    quadratic = run.scaling_summary(rows({1: 0.01, 10: 1.0, 50: 25.0}))
+    assert linear["at_most_linear"] and not quadratic["at_most_linear"]
+    assert linear["seconds_per_head"]["10-50"] == pytest.approx(0.1)
+
+
+def test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run(tmp_path):
+    command = [
+        sys.executable, os.path.join(BENCH, "run.py"), "--rounds", "1",
+        "--variants", "handwritten,headkit", "--scaling-heads", "", "--rows", "1024",
+        "--warmup", "2", "--steps", "8", "--eval-batches", "2", "--calls", "3",
+        "--out-dir", str(tmp_path), "--quiet",
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run(command, check=True, capture_output=True, env=env, timeout=120)
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert {"meta", "config", "summary", "targets", "eval_loss_agreement", "raw"} <= set(report)
+    assert set(report["raw"]) == {"handwritten", "headkit"}
+    medians, ratios = report["summary"]["medians"], report["summary"]["ratios"]
+    assert set(medians["headkit"]) == set(run.METRICS)
+    for key in run.METRICS:
+        assert medians["headkit"][key] > 0
+        assert ratios["headkit"][key] == pytest.approx(
+            medians["headkit"][key] / medians["handwritten"][key])
+    serving = report["raw"]["headkit"][0]["serving"]
+    assert serving["serving_default"]["input"] == "tf.Example"
+    assert serving["raw_predict"]["signature"] == "predict"
+    # Same initial weights, same batches, same steps: the same model.
+    assert report["eval_loss_agreement"]["headkit"]["max_abs_difference"] <= 1e-3
+    assert report["config"]["steps"] == 8
+    table = (tmp_path / "results.md").read_text()
+    assert "| headkit |" in table and "| train steps/s |" in table
