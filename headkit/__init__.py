@@ -30,8 +30,8 @@ _LAZY = {
     "train_and_evaluate": "headkit.training",
     "EarlyStopping": "headkit.training",
     "BestExport": "headkit.training",
-    "TrainResult": "headkit.progress",
-    "Evaluation": "headkit.progress",
+    "TrainResult": "headkit.run_state",
+    "Evaluation": "headkit.run_state",
     "quiet_tensorflow": "headkit.progress",
 }
 

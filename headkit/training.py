@@ -7,11 +7,12 @@
   memory (never read back from an ``eval*/`` folder, so the EvalSpec's name
   cannot make it miss them). It records the history, updates the
   early-stopping count and writes the best exports; all of it is kept in
-  ``model_dir/headkit_training.json`` (``headkit.progress.RunState``), so a
+  ``model_dir/headkit_training.json`` (``headkit.run_state.RunState``), so a
   restarted run continues where the last one stopped;
 - a ``CheckpointSaverHook`` that saves every ``eval_every`` steps and, right
   after the evaluation of that checkpoint, stops training when the rule says
-  so: no step runs after the deciding evaluation;
+  so: no step runs after the deciding evaluation (the exporter and the hooks
+  are in ``headkit.training_hooks``);
 - a progress line (``headkit.progress``).
 """
 
@@ -20,21 +21,21 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import attrs
 import tensorflow as tf
 
 from headkit.headset import TOTAL_LOSS, HeadSet
-from headkit.progress import (
+from headkit.progress import ProgressDisplay
+from headkit.run_state import (
     STATE_FILE,
-    ProgressDisplay,
     RunState,
     TrainResult,
     _best_evaluation,
     _EvaluatorDone,
 )
+from headkit.training_hooks import _Exporter, _ProgressHook, _StopFileHook, _StoppingSaverHook
 
 __all__ = [
     "train_and_evaluate",
@@ -45,8 +46,6 @@ __all__ = [
 _LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae")
 _HIGHER_IS_BETTER = ("accuracy", "auc", "precision", "recall")
 _MODES = ("auto", "min", "max")
-#: How often (seconds) a non-chief worker re-reads the state file for a stop.
-_WORKER_POLL_SECS = 30.0
 
 logger = logging.getLogger("headkit.training")
 
@@ -182,86 +181,6 @@ class BestExport:
         """``"min"`` or ``"max"`` for the (resolved) metric."""
         return metric_direction(self.metric or TOTAL_LOSS, self.mode)
 
-# ------------------------------------------------------------------ hooks
-
-
-class _Exporter(tf.estimator.Exporter):
-    """The EvalSpec exporter: hands each evaluation's results to the monitor."""
-
-    def __init__(self, monitor: RunState) -> None:
-        self._monitor = monitor
-
-    @property
-    def name(self) -> str:
-        return "headkit"
-
-    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        step = int(eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP])
-        metrics = {k: float(v) for k, v in eval_result.items()
-                   if k != tf.compat.v1.GraphKeys.GLOBAL_STEP}
-        return self._monitor.record(step, metrics, checkpoint_path)
-
-
-class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
-    """Saves every ``eval_every`` steps; stops right after the evaluation that decides.
-
-    Train-and-evaluate evaluates inside this hook's save (a saving listener),
-    so checking the rule after ``super().after_run`` stops at that step.
-    """
-
-    def __init__(self, monitor: RunState, save_steps: int, reload: bool) -> None:
-        config = monitor.estimator.config
-        super().__init__(monitor.estimator.model_dir, save_steps=save_steps,
-                         save_graph_def=config.checkpoint_save_graph_def)
-        self._monitor, self._reload = monitor, reload
-
-    def after_run(self, run_context, run_values):
-        saved = self._timer.last_triggered_step()
-        super().after_run(run_context, run_values)
-        if self._timer.last_triggered_step() != saved:
-            if self._reload:  # distributed: the evaluator writes the state
-                self._monitor.reload()
-            if self._monitor.stop_step is not None:
-                run_context.request_stop()
-
-
-class _StopFileHook(tf.compat.v1.train.SessionRunHook):
-    """On a non-chief worker: stops once the state file says early stopping fired."""
-
-    def __init__(self, monitor: RunState) -> None:
-        self._monitor, self._last = monitor, time.monotonic()
-
-    def after_run(self, run_context, run_values):
-        if time.monotonic() - self._last >= _WORKER_POLL_SECS:
-            self._last = time.monotonic()
-            self._monitor.reload()
-            if self._monitor.stop_step is not None:
-                run_context.request_stop()
-
-
-class _ProgressHook(tf.compat.v1.train.SessionRunHook):
-    """Feeds the progress display each step's loss and global step."""
-
-    def __init__(self, display: ProgressDisplay) -> None:
-        self._display = display
-
-    def begin(self):
-        # The Estimator adds the training loss to LOSSES just before the hooks begin.
-        losses = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)
-        self._fetches = {"step": tf.compat.v1.train.get_global_step()}
-        if losses:
-            self._fetches["loss"] = losses[-1]
-
-    def before_run(self, run_context):
-        return tf.compat.v1.train.SessionRunArgs(self._fetches)
-
-    def after_run(self, run_context, run_values):
-        results = run_values.results
-        step = min(int(results["step"]) + 1, self._display.max_steps)
-        loss = results.get("loss")
-        self._display.update(step, None if loss is None else float(loss))
-
-
 # ------------------------------------------------------------------ train_and_evaluate
 
 
@@ -364,7 +283,7 @@ def train_and_evaluate(
             stream to write it to.
 
     Returns:
-        A :class:`headkit.progress.TrainResult`: steps, whether and why it
+        A :class:`headkit.run_state.TrainResult`: steps, whether and why it
         stopped, the best step and its metrics, the history per head, the
         exports (best first) and the final export.
 
