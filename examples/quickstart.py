@@ -1,22 +1,22 @@
 """headkit quickstart: three heads on the Palmer penguins, trained, exported, served.
 
-Run: python examples/quickstart.py [--model-dir DIR] [--export-dir DIR] [--verbose]
+Run: python examples/quickstart.py [--model-dir DIR] [--export-dir DIR] [--quiet] [--verbose]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import headkit as hk
+
+hk.quiet_tensorflow("--verbose" not in sys.argv)  # before TensorFlow loads
 
 import numpy as np  # noqa: E402
 import palmerpenguins  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import headkit as hk  # noqa: E402
 from headkit import cli  # noqa: E402
 
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
@@ -30,16 +30,21 @@ HEADS = hk.HeadSet([
     hk.Head("body_mass_g", hk.Regression(), metrics=("rmse", "mae"),
             weight=1.0 / MASS_STD**2),
     hk.Head("sex", hk.Classification(vocabulary=("female", "male")),
-            metrics=("accuracy", "auc")),
+            metrics=("accuracy", "auc"), missing_label=""),  # 9 penguins: sex not recorded
 ])
 
 
-def load_split(seed: int = 0):
-    """Penguins with every value present, split 80/20 into train and held-out rows."""
-    frame = palmerpenguins.load_penguins().dropna().reset_index(drop=True)
+def load_splits(seed: int = 0):
+    """Every penguin with its measurements, split 65/15/20 into train, validation and test.
+
+    Nine penguins have no recorded sex: they stay, and train the other two
+    heads (the sex head has ``missing_label=""``).
+    """
+    frame = palmerpenguins.load_penguins().dropna(subset=NUMERIC + ["body_mass_g"])
+    frame = frame.reset_index(drop=True)
     order = np.random.default_rng(seed).permutation(len(frame))
-    cut = int(0.8 * len(frame))
-    return frame.iloc[order[:cut]], frame.iloc[order[cut:]]
+    a, b = int(0.65 * len(frame)), int(0.80 * len(frame))
+    return frame.iloc[order[:a]], frame.iloc[order[a:b]], frame.iloc[order[b:]]
 
 
 def build_body(stats) -> tf.keras.Model:
@@ -53,7 +58,9 @@ def build_body(stats) -> tf.keras.Model:
     island = tf.keras.layers.Flatten()(tf.keras.layers.Embedding(len(ISLANDS) + 1, 3)(island))
     h = tf.keras.layers.Concatenate()([numeric, island])
     h = tf.keras.layers.Dense(32, activation="relu")(h)
+    h = tf.keras.layers.Dropout(0.2)(h)  # active in training only
     h = tf.keras.layers.Dense(32, activation="relu")(h)
+    h = tf.keras.layers.Dropout(0.2)(h)  # active in training only
     mass = tf.keras.layers.Dense(1)(h) * MASS_STD + MASS_MEAN
     return tf.keras.Model(inputs, {
         "species": tf.keras.layers.Dense(3)(h),
@@ -62,59 +69,68 @@ def build_body(stats) -> tf.keras.Model:
     })
 
 
-def frame_input_fn(frame, training: bool, batch_size: int = 32):
-    """Features and labels from a DataFrame (344 rows: small enough to hold in the graph)."""
-    features = {n: frame[n].to_numpy("float32")[:, None] for n in NUMERIC}
-    features["island"] = frame["island"].to_numpy(str)[:, None]
-    labels = {
-        "species": frame["species"].to_numpy(str),
-        "body_mass_g": frame["body_mass_g"].to_numpy("float32"),
-        "sex": frame["sex"].to_numpy(str),
+def features_of(frame):
+    """The body's features as arrays, for predicting from an export."""
+    return {name: frame[name].to_numpy() for name in NUMERIC + ["island"]}
+
+
+def test_metrics(model, frame):
+    """Metrics of an exported model on held-out rows, computed from its predictions."""
+    got = model.predict(features_of(frame))
+    species = got["species"]["classes"][:, 0].astype(str)
+    mass = got["body_mass_g"]["predictions"][:, 0]
+    sex = got["sex"]["classes"][:, 0].astype(str)
+    labelled = frame["sex"].notna().to_numpy()  # rows without a label are masked, as in training
+    return {
+        "species/accuracy": float(np.mean(species == frame["species"].to_numpy())),
+        "body_mass_g/rmse": float(np.sqrt(np.mean((mass - frame["body_mass_g"].to_numpy()) ** 2))),
+        "sex/accuracy": float(np.mean(sex[labelled] == frame["sex"].to_numpy()[labelled])),
     }
-
-    def input_fn():
-        data = tf.data.Dataset.from_tensor_slices((features, labels))
-        if training:
-            data = data.shuffle(len(frame), seed=0).repeat()
-        return data.batch(batch_size)
-
-    return input_fn
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=None, help="default: a new temp dir")
-    parser.add_argument("--export-dir", default=None, help="default: <model-dir>/export")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--export-dir", default=None, help="default: <model-dir>/export/best")
+    parser.add_argument("--steps", type=int, default=3000, help="at most this many steps")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's INFO logs")
     args = parser.parse_args(argv)
-    if not args.verbose:
-        tf.get_logger().setLevel("ERROR")
     model_dir = args.model_dir or tempfile.mkdtemp(prefix="headkit-penguins-")
-    export_base = args.export_dir or os.path.join(model_dir, "export")
+    export_base = args.export_dir  # None: BestExport uses <model_dir>/export/best
 
-    train, held_out = load_split()
+    train, validation, test = load_splits()
     numeric = train[NUMERIC].to_numpy("float32")
     stats = (numeric.mean(axis=0), numeric.var(axis=0))
-    config = tf.estimator.RunConfig(tf_random_seed=0, save_checkpoints_steps=500,
-                                    log_step_count_steps=500)
     estimator = hk.Estimator(lambda: build_body(stats), HEADS, optimizer="adam",
-                             learning_rate=0.003, model_dir=model_dir, config=config)
-    estimator.train(frame_input_fn(train, training=True), max_steps=args.steps)
-    metrics = estimator.evaluate(frame_input_fn(held_out, training=False))
+                             learning_rate=0.003, model_dir=model_dir,
+                             config=tf.estimator.RunConfig(tf_random_seed=0))
+    columns = dict(heads=HEADS, feature_columns=NUMERIC + ["island"])
+    result = hk.train_and_evaluate(
+        estimator,
+        hk.input_fn_from_dataframe(train, shuffle=True, num_epochs=None, seed=0, **columns),
+        hk.input_fn_from_dataframe(validation, batch_size=256, **columns),
+        max_steps=args.steps,
+        eval_every=100,
+        early_stopping=hk.EarlyStopping("loss", patience=5),
+        export=hk.BestExport(keep=2, export_dir_base=export_base),
+        progress=not args.quiet,
+    )
+    print(f"\nTrained {result.steps} steps ({result.stop_reason}). Best validation "
+          f"loss {result.best_value:.4f} at step {result.best_step}.")
+    export_dir = result.best_export
+    model = hk.load(export_dir)
+    metrics = test_metrics(model, test)
+    print(f"\nTest metrics of the best export ({len(test)} penguins never seen in training "
+          "or validation):")
+    for key, value in metrics.items():
+        print(f"  {key:20s} {value:10.4f}")
 
-    print(f"\nHeld-out metrics ({len(held_out)} penguins, {len(train)} trained on):")
-    for key in HEADS.metric_names:
-        print(f"  {key:24s} {metrics[key]:10.4f}")
-
-    export_dir = estimator.export(export_base)
-    print(f"\nExported to {export_dir}\n\n$ headkit inspect {export_dir}")
+    print(f"\n$ headkit inspect {export_dir}")
     cli.main(["inspect", export_dir])
 
-    model = hk.load(export_dir)
-    rows = held_out.head(3)
-    raw = {n: rows[n].to_numpy("float32")[:, None] for n in NUMERIC}
-    raw["island"] = rows["island"].to_numpy(str)[:, None]
+    rows = test.head(3)
+    raw = features_of(rows)
     print("\nPredictions from the reloaded export, one signature per head:")
     for head in HEADS:
         result = model.predict(raw, head=head.name)[head.name]

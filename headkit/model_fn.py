@@ -32,6 +32,7 @@ OPTIMIZERS: Dict[str, Tuple[type, float]] = {
 }
 
 OptimizerFactory = Callable[[], Any]
+_KERAS_OPTIMIZERS = (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)
 
 
 def resolve_optimizer(optimizer: Any, learning_rate: Optional[float] = None) -> OptimizerFactory:
@@ -63,13 +64,13 @@ def resolve_optimizer(optimizer: Any, learning_rate: Optional[float] = None) -> 
         )
     if isinstance(optimizer, tf.compat.v1.train.Optimizer):
         return lambda: optimizer
-    if isinstance(optimizer, (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)):
+    if isinstance(optimizer, _KERAS_OPTIMIZERS):
         return _legacy_keras_factory(optimizer)
     if callable(optimizer) and not isinstance(optimizer, type):
         sample = optimizer()  # called once now, so a bad factory fails at construction
         if isinstance(sample, tf.compat.v1.train.Optimizer):
             return optimizer
-        if isinstance(sample, (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)):
+        if isinstance(sample, _KERAS_OPTIMIZERS):
             return _legacy_keras_factory(sample)
         raise TypeError(
             f"optimizer: the factory {optimizer!r} returned {sample!r}, not a "

@@ -444,7 +444,9 @@ class LoadedModel:
         """Feature name -> dtype, shape and kind, as the export parses them."""
         return self.manifest["feature_spec"]
 
-    def predict(self, features: Any, head: Optional[str] = None) -> Dict[str, Dict[str, np.ndarray]]:
+    def predict(
+        self, features: Any, head: Optional[str] = None
+    ) -> Dict[str, Dict[str, np.ndarray]]:
         """Run the predict signature(s) on raw features; return ``{head: {key: array}}``.
 
         Args:

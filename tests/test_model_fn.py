@@ -24,7 +24,8 @@ def _mixed_body():
 MIXED = hk.HeadSet([
     hk.Head("kind", hk.Classification(3), is_default=True,
             metrics=("accuracy", tf.keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2"))),
-    hk.Head("flag", hk.Classification(2), metrics=("auc", tf.keras.metrics.SparseCategoricalAccuracy)),
+    hk.Head("flag", hk.Classification(2),
+            metrics=("auc", tf.keras.metrics.SparseCategoricalAccuracy)),
     hk.Head("embedding", hk.Predict()),
 ])
 

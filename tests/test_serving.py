@@ -160,7 +160,9 @@ def test_manifest_round_trips_the_headset_and_records_step_and_spec(exported):
     assert set(manifest["signatures"]) == set(outputs_lib.signature_table(estimator.heads))
 
 
-def test_an_impossible_signature_fails_the_export_and_leaves_nothing(trained, tmp_path, monkeypatch):
+def test_an_impossible_signature_fails_the_export_and_leaves_nothing(
+    trained, tmp_path, monkeypatch
+):
     estimator, _, _ = trained
     real = outputs_lib._natural_output
 
@@ -171,7 +173,8 @@ def test_an_impossible_signature_fails_the_export_and_leaves_nothing(trained, tm
         return real(head, tensors)
 
     monkeypatch.setattr(outputs_lib, "_natural_output", broken)
-    with pytest.raises(hk.ExportError, match=r"'size': 'outputs' must be float \[batch\]") as raised:
+    expected = r"'size': 'outputs' must be float \[batch\]"
+    with pytest.raises(hk.ExportError, match=expected) as raised:
         estimator.export(str(tmp_path))
     assert "removed" in str(raised.value)
     assert os.listdir(tmp_path) == []
