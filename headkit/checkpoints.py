@@ -38,6 +38,9 @@ _SAVE_LEFTOVER = re.compile(r"^model\.ckpt-\d+_temp$")  # a killed sharded save
 _EXPORT_LEFTOVER = re.compile(r"^temp-\d+$")  # a killed export (see serving.export)
 
 _log = logging.getLogger("headkit")
+# Checkpoints verified in this process, by their files' (name, size, mtime): a loop of
+# train() calls reads each checkpoint once, not once per call.
+_verified: Dict[str, Tuple] = {}
 
 
 class CheckpointError(RuntimeError):
@@ -229,8 +232,11 @@ def guard(model_dir: Optional[str]) -> Optional[str]:
     damaged: List[Tuple[int, str]] = []
     chosen = None
     for step in sorted(found, reverse=True):
-        reason = verify_checkpoint(os.path.join(model_dir, f"{_PREFIX}-{step}"))
+        prefix = os.path.join(model_dir, f"{_PREFIX}-{step}")
+        signature = _signature(model_dir, found[step])
+        reason = None if _verified.get(prefix) == signature else verify_checkpoint(prefix)
         if reason is None:
+            _verified[prefix] = signature
             chosen = step
             break
         damaged.append((step, reason))
@@ -264,6 +270,11 @@ def guard(model_dir: Optional[str]) -> Optional[str]:
             "valid checkpoint.", problem, model_dir, STATE_FILE, latest,
         )
     return os.path.join(model_dir, latest)
+
+
+def _signature(model_dir: str, files: List[str]) -> Tuple:
+    stats = [os.stat(os.path.join(model_dir, name)) for name in files]
+    return tuple((name, st.st_size, st.st_mtime_ns) for name, st in zip(files, stats))
 
 
 def _step(basename: str) -> int:

@@ -138,6 +138,11 @@ def saved_position_input(result: Any, model_dir: Optional[str]) -> Any:
             "files (e.g. hk.input_fn) to resume exactly."))
         return result
     has_position = _checkpoint_has_position(model_dir)
+    # A prefetch buffer tf.data injects by itself would be saved with its elements, and
+    # restored into a fixed (or changed) dataset it would replay stale batches first.
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    result = result.with_options(options)
     with tf.name_scope(INPUT_SCOPE):
         iterator = tf.compat.v1.data.make_one_shot_iterator(result)
     if has_position is False:
