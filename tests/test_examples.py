@@ -12,15 +12,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quickstart_clears_its_bars_and_serves_every_head(tmp_path):
     done = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"),
-         "--model-dir", str(tmp_path / "model")],
+         "--model-dir", str(tmp_path / "model"), "--quiet"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "All three heads clear their bars on the held-out split." in out
+    assert "Test metrics of the best export" in out and "early stopping" in out
     assert "species/accuracy" in out and "body_mass_g/rmse" in out and "sex/accuracy" in out
     assert "serving_default *" in out and "classify" in out and "regress" in out
     for head in ("species", "body_mass_g", "sex"):
         assert f"  {head} " in out.split("Predictions from the reloaded export")[1]
-    exports = os.listdir(tmp_path / "model" / "export")
-    assert len(exports) == 1 and exports[0].isdigit()
+    best = os.listdir(tmp_path / "model" / "export" / "best")
+    assert 1 <= len(best) <= 2 and all(name.isdigit() for name in best)
+    assert len(os.listdir(tmp_path / "model" / "export" / "final")) == 1
