@@ -82,6 +82,15 @@ def _flatten_labels(head: Head, labels: tf.Tensor, width: int) -> tf.Tensor:
     return tf.reshape(labels, [-1, width])
 
 
+def _assert_none_bad(bad: tf.Tensor, values: tf.Tensor, what: str, fix: str) -> tf.Operation:
+    """An in-graph check that no row is ``bad``; its message shows up to 10 bad values."""
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [what, tf.boolean_mask(values, bad)[:10], fix],
+        summarize=10,
+    )
+
+
 def prepare_labels(head: Head, labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
     """Turn one head's raw labels into loss-ready labels and a mask of labelled rows.
 
@@ -125,29 +134,19 @@ def prepare_labels(head: Head, labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[t
     if vocabulary is not None:
         matches = tf.equal(labels[:, None], tf.constant(vocabulary)[None, :])
         known = tf.reduce_any(matches, axis=1)
-        bad = tf.logical_and(present, tf.logical_not(known))
-        check = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(bad)),
-            [
-                f"Head {head.name!r}: labels not in the vocabulary {list(vocabulary)!r}:",
-                tf.boolean_mask(labels, bad)[:10],
-                "Add them to the vocabulary, or set missing_label for rows without a label.",
-            ],
-            summarize=10,
+        check = _assert_none_bad(
+            tf.logical_and(present, tf.logical_not(known)), labels,
+            f"Head {head.name!r}: labels not in the vocabulary {list(vocabulary)!r}:",
+            "Add them to the vocabulary, or set missing_label for rows without a label.",
         )
         with tf.control_dependencies([check]):
             ids = tf.argmax(tf.cast(matches, tf.int32), axis=1)
         return ids, mask
     ids = tf.cast(labels, tf.int64)
-    bad = tf.logical_and(present, tf.logical_or(ids < 0, ids >= output.n_classes))
-    check = tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad)),
-        [
-            f"Head {head.name!r}: class ids must be in [0, {output.n_classes}); got",
-            tf.boolean_mask(ids, bad)[:10],
-            "Fix the labels, or set missing_label for rows without a label.",
-        ],
-        summarize=10,
+    check = _assert_none_bad(
+        tf.logical_and(present, tf.logical_or(ids < 0, ids >= output.n_classes)), ids,
+        f"Head {head.name!r}: class ids must be in [0, {output.n_classes}); got",
+        "Fix the labels, or set missing_label for rows without a label.",
     )
     with tf.control_dependencies([check]):
         ids = tf.where(present, ids, tf.zeros_like(ids))
