@@ -169,9 +169,9 @@ def test_every_public_name_is_in_the_api_reference():
     import headkit
 
     with open(os.path.join(DOCS, "api.md")) as handle:
-        paths = re.findall(r"^::: (headkit\.[\w.]+)$", handle.read(), re.M)
-    documented = {path.rsplit(".", 1)[-1] for path in paths}
-    public = {name for name in headkit.__all__ if not name.startswith("_")}
+        documented = set(re.findall(r"^::: (headkit\.[\w.]+)$", handle.read(), re.M))
+    public = {f"{getattr(headkit, name).__module__}.{name}"
+              for name in headkit.__all__ if not name.startswith("_")}
     assert public - documented == set()
 
 
