@@ -133,7 +133,11 @@ def test_serving_table_is_the_signature_table_of_its_heads(ran):
 
 def test_json_and_toml_blocks_parse_and_head_configs_are_valid():
     import headkit as hk
-    from headkit.headset import _toml
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.9 and 3.10
+        import tomli as tomllib
 
     checked = 0
     for page in pages():
@@ -142,7 +146,7 @@ def test_json_and_toml_blocks_parse_and_head_configs_are_valid():
                 continue
             where = f"{page}:{block.line}"
             try:
-                data = json.loads(block.code) if block.language == "json" else _toml().loads(
+                data = json.loads(block.code) if block.language == "json" else tomllib.loads(
                     block.code)
             except ValueError as error:
                 pytest.fail(f"{where}: not valid {block.language}: {error}")
