@@ -8,6 +8,11 @@ gives medians and ratios against ``handwritten`` measured in the same run.
     python bench/run.py --rounds 1 --steps 64 --variants handwritten,headkit
 
 This module imports no TensorFlow: the variants run in ``bench/variants.py``.
+To measure a fixed headkit while others edit the checkout, export a commit
+and point ``HEADKIT_SRC`` at it:
+
+    git archive HEAD headkit | tar -x -C /tmp/hk && git rev-parse --short HEAD > /tmp/hk/COMMIT
+    HEADKIT_SRC=/tmp/hk python bench/run.py
 """
 
 from __future__ import annotations
@@ -250,6 +255,18 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
+def _headkit_commit() -> str:
+    """The commit under test: HEADKIT_SRC's COMMIT file for a snapshot, else HEAD."""
+    source = os.environ.get("HEADKIT_SRC")
+    if source:
+        marker = os.path.join(source, "COMMIT")
+        if os.path.isfile(marker):
+            with open(marker) as handle:
+                return handle.read().strip()
+        return f"snapshot {source}"
+    return _git("rev-parse", "--short", "HEAD")
+
+
 def _run_variant(
     variant: str, data: str, out: Optional[str], args: argparse.Namespace, *extra: str
 ) -> Dict[str, Any]:
@@ -327,8 +344,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "tensorflow_version": any_result.get("tensorflow_version"),
-            "git_commit": _git("rev-parse", "--short", "HEAD"),
-            "git_dirty": bool(_git("status", "--porcelain", "--", "../headkit")),
+            "headkit_file": any_result.get("headkit_file"),
+            "git_commit": _headkit_commit(),
+            "git_dirty": not os.environ.get("HEADKIT_SRC") and bool(
+                _git("status", "--porcelain", "--", "../headkit")),
             "load_before": list(load_before),
             "load_after": list(os.getloadavg()),
         },
