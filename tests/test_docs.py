@@ -115,6 +115,7 @@ def ran(tmp_path_factory):
     return get
 
 
+@pytest.mark.timeout(300)  # a page whose training never ends (a global step that never moves)
 @pytest.mark.parametrize("page", [p for p in pages() if p != "api.md"])
 def test_every_python_block_of_the_page_runs_and_prints_what_it_shows(page, ran):
     ran(page)
