@@ -184,7 +184,8 @@ def test_every_page_is_in_the_nav():
     with open(os.path.join(ROOT, "mkdocs.yml")) as handle:
         config = handle.read()
     nav = set(re.findall(r"^  - [^:]+: (\S+\.md)$", config, re.M))
-    assert nav == set(pages())
+    assert set(pages()) - nav == set(), "add these pages to the nav in mkdocs.yml"
+    assert nav - set(pages()) == set(), "the nav in mkdocs.yml names missing pages"
 
 
 def _readme_shell_commands(path: str) -> List[str]:
