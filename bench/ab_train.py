@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.environ.get("HEADKIT_SRC") or os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))
 
+import data  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import variants  # noqa: E402
 import workload as wl  # noqa: E402
@@ -87,9 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="headkit-ab-") as folder:
-        variants.prepare_data(folder, args.rows, 1)
-        paths = {n: os.path.join(folder, "train", f"{n}.tensor")
-                 for n in ("x", "category", "value", "flag")}
+        data.prepare_data(folder, args.rows, 1)
+        paths = data.paths(folder, "train")
         result = compare(args.blocks, args.steps_per_block, args.warmup, paths)
     print(json.dumps(result, indent=2, sort_keys=True))
     if args.json:

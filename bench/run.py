@@ -30,6 +30,10 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import data as bench_data  # noqa: E402  (numpy only)
+
 BASELINE = "handwritten"
 MAIN_VARIANTS = (
     "handwritten",
@@ -102,7 +106,7 @@ def summarize(raw: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
 
 def summarize_interleaved(rounds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Any]:
     """Medians over rounds of the interleaved latencies, and ratios to the baseline."""
-    variants = list(rounds[0])
+    variants = [v for v in MAIN_VARIANTS if v in rounds[0]]
     medians = {v: {k: statistics.median(r[v][k] for r in rounds) for k in SERVING_KEYS}
                for v in variants}
     ratios = {v: {k: medians[v][k] / medians[BASELINE][k] for k in SERVING_KEYS}
@@ -293,17 +297,14 @@ def _progress(args: argparse.Namespace, message: str) -> None:
 
 
 def _serve_interleaved(exports, raw, data, folder, args) -> Dict[str, Dict[str, float]]:
-    """Time this round's exports with their calls interleaved; then delete them."""
+    """Time this round's exports with their calls interleaved, in one process."""
     table = {v: [d, raw[v][-1]["serving"]["raw_predict"]["signature"]]
              for v, d in exports.items()}
     table_path = os.path.join(folder, "exports.json")
     with open(table_path, "w") as handle:
         json.dump(table, handle)
     out = os.path.join(folder, "interleaved.json")
-    result = _run_variant("serve_interleaved", data, out, args, "--exports", table_path)
-    for folder_path in exports.values():
-        shutil.rmtree(folder_path, ignore_errors=True)
-    return result["latency"]
+    return _run_variant("serve_interleaved", data, out, args, "--exports", table_path)["latency"]
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -313,7 +314,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="headkit-bench-") as folder:
         data = os.path.join(folder, "data")
-        _run_variant("prepare", data, None, args)
+        bench_data.prepare_data(data, args.rows, args.eval_batches)
         interleaved_rounds = []
         for round_index in range(args.rounds):
             shift = round_index % len(variants)
@@ -322,7 +323,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 started = time.time()
                 out = os.path.join(folder, f"{variant}-{round_index}.json")
                 keep = []
-                if variant in args.variants:
+                if variant in args.variants and not args.skip_interleaved:
                     exports[variant] = os.path.join(folder, f"export-{round_index}-{variant}")
                     keep = ["--keep-export", exports[variant]]
                 result = _run_variant(variant, data, out, args, *keep)
@@ -330,11 +331,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 raw[variant].append(result)
                 _progress(args, f"round {round_index + 1}/{args.rounds} {variant}: "
                                 f"{time.time() - started:.1f}s")
-            interleaved_rounds.append(_serve_interleaved(exports, raw, data, folder, args))
-            _progress(args, f"round {round_index + 1}/{args.rounds} serving, interleaved")
+            if not args.skip_interleaved:
+                interleaved_rounds.append(_serve_interleaved(exports, raw, data, folder, args))
+                _progress(args, f"round {round_index + 1}/{args.rounds} serving, interleaved")
+            for folder_path in exports.values():
+                shutil.rmtree(folder_path, ignore_errors=True)
     main_raw = {v: raw[v] for v in args.variants}
     summary = summarize(main_raw)
-    interleaved = summarize_interleaved(interleaved_rounds)
+    interleaved = summarize_interleaved(interleaved_rounds) if interleaved_rounds else None
     any_result = next(iter(main_raw.values()))[0]
     return {
         "meta": {
@@ -356,7 +360,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "baseline": BASELINE,
         "summary": summary,
         "serving_interleaved": interleaved,
-        "targets": check_targets(summary["ratios"], interleaved["ratios"]),
+        "targets": check_targets(summary["ratios"], interleaved and interleaved["ratios"]),
         "eval_loss_agreement": loss_agreement(main_raw),
         "scaling": scaling_summary(raw),
         "raw": main_raw,
@@ -382,6 +386,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--eval-batches", type=int, default=20)
     parser.add_argument("--calls", type=int, default=200, help="timed calls per latency")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--skip-interleaved", action="store_true",
+                        help="no interleaved serving latency (one process fewer per round)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants if v not in MAIN_VARIANTS]

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.environ.get("HEADKIT_SRC") or os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))
 
+import data  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import workload as wl  # noqa: E402
@@ -310,18 +311,7 @@ def serve_interleaved(args) -> Dict:
 
 
 def _paths(args):
-    names = ("x", "category", "value", "flag")
-    train = {n: os.path.join(args.data, "train", f"{n}.tensor") for n in names}
-    evaluation = {n: os.path.join(args.data, "eval", f"{n}.tensor") for n in names}
-    return train, evaluation
-
-
-def prepare_data(folder: str, n_rows: int, eval_batches: int) -> None:
-    """Write the training rows, the evaluation rows and the serving rows once per run."""
-    wl.write_arrays(wl.make_arrays(n_rows, wl.SEED), os.path.join(folder, "train"))
-    wl.write_arrays(wl.make_arrays(eval_batches * wl.BATCH, wl.SEED + 1),
-                    os.path.join(folder, "eval"))
-    np.save(os.path.join(folder, "serving_x.npy"), wl.make_arrays(wl.BATCH, wl.SEED + 2)["x"])
+    return data.paths(args.data, "train"), data.paths(args.data, "eval")
 
 
 def run_variant(name: str, args) -> Dict:
@@ -376,7 +366,7 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.keras.utils.set_random_seed(wl.SEED)
     if args.variant == "prepare":
-        prepare_data(args.data, args.rows, args.eval_batches)
+        data.prepare_data(args.data, args.rows, args.eval_batches)
         return 0
     if args.variant == "serve_interleaved":
         result = serve_interleaved(args)

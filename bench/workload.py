@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-SEED = 20240601
-N_FEATURES = 32
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from data import BATCH, N_FEATURES, SEED  # noqa: F401  (re-exported for the variants)
+
 HIDDEN = 128
-BATCH = 256
 LEARNING_RATE = 1e-3
 #: The three heads of the workload: (name, kind, units of its Dense output).
 HEADS: Tuple[Tuple[str, str, int], ...] = (
@@ -29,51 +31,22 @@ HEADS: Tuple[Tuple[str, str, int], ...] = (
 LABEL_OF_KIND = {"multiclass": "category", "regression": "value", "binary": "flag"}
 
 
-def make_arrays(n_rows: int, seed: int) -> Dict[str, np.ndarray]:
-    """Synthetic rows: ``x`` float32 [n, 32] and one label array per head kind."""
-    rng = np.random.default_rng(seed)
-    weights = np.random.default_rng(SEED).normal(size=(N_FEATURES, 7)).astype("float32")
-    x = rng.normal(size=(n_rows, N_FEATURES)).astype("float32")
-    projected = x @ weights / np.sqrt(N_FEATURES)
-    noise = rng.normal(scale=0.3, size=(n_rows, 7)).astype("float32")
-    return {
-        "x": x,
-        "category": np.argmax(projected[:, :5] + noise[:, :5], axis=1).astype("int64"),
-        "value": (projected[:, 5:6] * 3.0 + noise[:, 5:6]).astype("float32"),
-        "flag": (projected[:, 6:7] + noise[:, 6:7] > 0).astype("int64"),
-    }
-
-
-def write_arrays(arrays: Dict[str, np.ndarray], folder: str) -> Dict[str, str]:
-    """Write each array as a serialized tensor file; return name -> path."""
-    os.makedirs(folder, exist_ok=True)
-    paths = {}
-    for name, array in arrays.items():
-        path = os.path.join(folder, f"{name}.tensor")
-        tf.io.write_file(path, tf.io.serialize_tensor(tf.constant(array)))
-        paths[name] = path
-    return paths
-
-
-def _read(path: str, array_dtype: tf.DType) -> tf.Tensor:
-    # Read at run time: the rows never become graph constants.
-    return tf.io.parse_tensor(tf.io.read_file(path), array_dtype)
-
-
 _DTYPES = {"x": tf.float32, "category": tf.int64, "value": tf.float32, "flag": tf.int64}
+_ROW_SHAPES = {"x": [N_FEATURES], "category": [], "value": [1], "flag": [1]}
+
+
+def _read(path: str, name: str) -> tf.Tensor:
+    # Read at run time: the rows never become graph constants.
+    values = tf.io.decode_raw(tf.io.read_file(path), _DTYPES[name], little_endian=True)
+    return tf.reshape(values, [-1, *_ROW_SHAPES[name]])
 
 
 def dataset(
     paths: Dict[str, str], repeat: bool, label_keys: Sequence[str] = tuple(LABEL_OF_KIND.values())
 ) -> tf.data.Dataset:
     """``({"x": ...}, {label: ...})`` batches of 256, cached in memory, prefetched."""
-    x = _read(paths["x"], tf.float32)
-    x.set_shape([None, N_FEATURES])
-    labels = {}
-    for name in label_keys:
-        tensor = _read(paths[name], _DTYPES[name])
-        tensor.set_shape([None] if name == "category" else [None, 1])
-        labels[name] = tensor
+    x = _read(paths["x"], "x")
+    labels = {name: _read(paths[name], name) for name in label_keys}
     data = tf.data.Dataset.from_tensor_slices(({"x": x}, labels))
     data = data.batch(BATCH, drop_remainder=True).cache()
     if repeat:

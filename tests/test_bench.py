@@ -1,7 +1,8 @@
 """The benchmark machinery (bench/run.py): summaries, targets, and one tiny real run.
 
 A full benchmark is never part of the suite; the smoke test runs two
-variants for a handful of steps only to check the plumbing and the report.
+variants for a handful of steps (no interleaved serving, to save a process)
+only to check the plumbing and the report.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _result(steps, eval_seconds, latency, loss=0.5):
     serving = {"batch_1_ms": latency, "batch_256_ms": 10 * latency}
     return {
         "steps_per_second": steps,
+        "cpu_ms_per_step": 1000.0 / steps,
         "eval_seconds": eval_seconds,
         "export_seconds": 1.0,
         "savedmodel_bytes": 2048,
@@ -60,6 +62,23 @@ def test_targets_report_a_miss():
     met = {c["metric"]: c["ok"] for c in run.check_targets(ratios)}
     assert met == {"steps_per_second": False, "eval_seconds": True,
                    "serving_default_b1_ms": False, "serving_default_b256_ms": True}
+
+
+def test_serving_targets_use_the_interleaved_latency():
+    rounds = [
+        {v: {k: base * factor for k in run.SERVING_KEYS}
+         for v, factor in (("handwritten", 1.0), ("headkit", 1.3))}
+        for base in (1.0, 2.0, 3.0)
+    ]
+    interleaved = run.summarize_interleaved(rounds)
+    assert interleaved["medians"]["handwritten"]["serving_default_b1_ms"] == 2.0
+    assert interleaved["ratios"]["headkit"]["serving_default_b256_ms"] == pytest.approx(1.3)
+    ratios = {"headkit": {"steps_per_second": 1.0, "eval_seconds": 1.0,
+                          "serving_default_b1_ms": 1.0, "serving_default_b256_ms": 1.0}}
+    checks = {c["metric"]: c for c in run.check_targets(ratios, interleaved["ratios"])}
+    assert checks["serving_default_b1_ms"]["source"] == "interleaved"
+    assert not checks["serving_default_b1_ms"]["ok"]
+    assert checks["eval_seconds"]["source"] == "per process" and checks["eval_seconds"]["ok"]
 
 
 def test_summary_without_baseline_rejected():
@@ -97,7 +116,7 @@ def test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run(tmp_pat
         sys.executable, os.path.join(BENCH, "run.py"), "--rounds", "1",
         "--variants", "handwritten,headkit", "--scaling-heads", "", "--rows", "1024",
         "--warmup", "2", "--steps", "8", "--eval-batches", "2", "--calls", "3",
-        "--out-dir", str(tmp_path), "--quiet",
+        "--out-dir", str(tmp_path), "--quiet", "--skip-interleaved",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     subprocess.run(command, check=True, capture_output=True, env=env, timeout=120)
