@@ -204,7 +204,7 @@ def markdown(report: Dict[str, Any]) -> str:
         "| variant | " + " | ".join(_label(k) for k in METRICS) + " | eval loss |",
         "|---" * (len(METRICS) + 2) + "|",
     ]
-    for variant in medians:
+    for variant in [v for v in MAIN_VARIANTS if v in medians]:
         cells = [f"{_fmt(medians[variant][k], k)} ({ratios[variant][k]:.2f})" for k in METRICS]
         loss = statistics.median(r["eval_loss"] for r in report["raw"][variant])
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {loss:.6f} |")
@@ -219,7 +219,8 @@ def markdown(report: Dict[str, Any]) -> str:
             "| variant | " + " | ".join(_label(k) for k in SERVING_KEYS) + " |",
             "|---" * (len(SERVING_KEYS) + 1) + "|",
         ]
-        for variant, values in interleaved["medians"].items():
+        for variant in [v for v in MAIN_VARIANTS if v in interleaved["medians"]]:
+            values = interleaved["medians"][variant]
             cells = [f"{values[k]:.3f} ({interleaved['ratios'][variant][k]:.2f})"
                      for k in SERVING_KEYS]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
@@ -233,13 +234,14 @@ def markdown(report: Dict[str, Any]) -> str:
     if report["eval_loss_agreement"]:
         lines += ["", f"| eval loss vs handwritten | max abs difference | within "
                       f"{LOSS_TOLERANCE:g} |", "|---|---|---|"]
-        for variant, agreement in report["eval_loss_agreement"].items():
+        for variant in [v for v in SAME_MODEL if v in report["eval_loss_agreement"]]:
+            agreement = report["eval_loss_agreement"][variant]
             lines.append(f"| {variant} | {agreement['max_abs_difference']:.2e} | "
                          f"{'yes' if agreement['ok'] else 'NO'} |")
     scaling = report.get("scaling")
     if scaling:
         lines += ["", "| headkit heads | graph build (s) | train steps/s |", "|---|---|---|"]
-        for n, row in scaling["by_heads"].items():
+        for n, row in sorted(scaling["by_heads"].items(), key=lambda item: int(item[0])):
             lines.append(f"| {n} | {row['graph_build_seconds']:.3f} | "
                          f"{row['steps_per_second']:.0f} |")
         if "seconds_per_head" in scaling:
