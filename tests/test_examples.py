@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -26,3 +27,17 @@ def test_quickstart_clears_its_bars_and_serves_every_head(tmp_path):
     best = os.listdir(tmp_path / "model" / "export" / "best")
     assert 1 <= len(best) <= 2 and all(name.isdigit() for name in best)
     assert len(os.listdir(tmp_path / "model" / "export" / "final")) == 1
+
+
+def test_readme_example_runs_and_predicts_species(tmp_path):
+    """The README's first Python block, run as written (in a scratch directory)."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "readme_example.py"
+    script.write_text("import headkit as hk\nhk.quiet_tensorflow()\n" + block)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    printed = re.findall(r"b'(\w+)'", done.stdout)
+    assert len(printed) == 3 and set(printed) <= {"Adelie", "Chinstrap", "Gentoo"}, done.stdout
