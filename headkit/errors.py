@@ -77,7 +77,7 @@ def translate_graph_errors() -> Iterator[None]:
             raise
         if text.startswith("headkit: non-finite loss"):
             step_match = re.search(r"global step (\d+)", text)
-            heads_match = re.search(r"in head\(s\) (.*?) losses", text)
+            heads_match = re.search(r"in head\(s\) (.*?) No update", text)
             heads = heads_match.group(1).split() if heads_match else []
             raise NonFiniteLossError(
                 text,

@@ -83,12 +83,16 @@ def _flatten_labels(head: Head, labels: tf.Tensor, width: int) -> tf.Tensor:
 
 
 def _assert_none_bad(bad: tf.Tensor, values: tf.Tensor, what: str, fix: str) -> tf.Operation:
-    """An in-graph check that no row is ``bad``; its message shows up to 10 bad values."""
-    return tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad)),
-        [what, tf.boolean_mask(values, bad)[:10], fix],
-        summarize=10,
-    )
+    """An in-graph check that no row is ``bad``; its message shows up to 10 bad values.
+
+    The values are shown as strings: an Assert whose data is only strings (and
+    int32) runs as one op, where other dtypes cost a ``cond`` on every step.
+    """
+    shown = tf.boolean_mask(values, bad)[:10]
+    if shown.dtype != tf.string:
+        shown = tf.strings.as_string(shown)
+    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [what, shown, fix],
+                               summarize=10)
 
 
 def prepare_labels(head: Head, labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:

@@ -1,11 +1,14 @@
-"""Metrics: the registry of metric names and the per-head Keras metric objects.
+"""Metrics: the registry of metric names and each head's eval metric ops.
 
-Each call builds fresh Keras metrics, so one Head can serve many graphs.
+Registered names build ``tf.compat.v1.metrics`` ops: plain graph ops, quick
+to build in the Estimator's eval graph. Keras metrics given by the user are
+built fresh for each graph (Keras ``update_state`` goes through AutoGraph,
+which costs graph-building time, so headkit's own names avoid it).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
@@ -14,36 +17,34 @@ from headkit.headset import metric_key
 
 __all__ = ["METRICS", "get", "head_metrics"]
 
-MetricFactory = Callable[[str], tf.keras.metrics.Metric]
+MetricOp = Tuple[tf.Tensor, tf.Operation]  # (value, update_op), as eval_metric_ops take
+MetricFn = Callable[[tf.Tensor, tf.Tensor, Optional[tf.Tensor], str], MetricOp]
 
-#: Metric registry: name -> (kind of input, factory taking the metric's key).
-#: ``ids`` metrics compare class ids; ``positive`` ones take the probability
-#: of class 1; ``values`` ones compare regression predictions with labels.
-METRICS: Dict[str, tuple] = {
-    "accuracy": ("ids", lambda key: tf.keras.metrics.Accuracy(name=key)),
-    "auc": ("positive", lambda key: tf.keras.metrics.AUC(name=key)),
-    "precision": ("positive", lambda key: tf.keras.metrics.Precision(name=key)),
-    "recall": ("positive", lambda key: tf.keras.metrics.Recall(name=key)),
-    "mse": ("values", lambda key: tf.keras.metrics.MeanSquaredError(name=key)),
-    "rmse": ("values", lambda key: tf.keras.metrics.RootMeanSquaredError(name=key)),
-    "mae": ("values", lambda key: tf.keras.metrics.MeanAbsoluteError(name=key)),
+_v1 = tf.compat.v1.metrics
+
+#: Metric registry: name -> (input kind, ``(labels, predictions, weights, name) -> ops``).
+#: ``ids`` metrics compare class ids; ``positive`` ones take the probability of
+#: class 1; ``values`` ones compare regression predictions with labels.
+METRICS: Dict[str, Tuple[str, MetricFn]] = {
+    "accuracy": ("ids", lambda y, p, w, name: _v1.accuracy(y, p, w, name=name)),
+    "auc": ("positive", lambda y, p, w, name: _v1.auc(
+        y, p, w, summation_method="careful_interpolation", name=name)),
+    "precision": ("positive", lambda y, p, w, name: _v1.precision(y, p > 0.5, w, name=name)),
+    "recall": ("positive", lambda y, p, w, name: _v1.recall(y, p > 0.5, w, name=name)),
+    "mse": ("values", lambda y, p, w, name: _v1.mean_squared_error(y, p, w, name=name)),
+    "rmse": ("values", lambda y, p, w, name: _v1.root_mean_squared_error(y, p, w, name=name)),
+    "mae": ("values", lambda y, p, w, name: _v1.mean_absolute_error(y, p, w, name=name)),
 }
 assert set(METRICS) == {n for names in METRIC_NAMES.values() for n in names}
 
 
 def get(metric: Any, key: str) -> tf.keras.metrics.Metric:
-    """A fresh Keras metric for a spec: a registered name, instance, class or factory.
+    """A fresh Keras metric named ``key`` from a Keras instance, class or factory.
 
     Example:
-        >>> get("rmse", "mass/rmse").name
-        'mass/rmse'
+        >>> get(tf.keras.metrics.AUC(curve="PR"), "flag/auc_pr").name
+        'flag/auc_pr'
     """
-    if isinstance(metric, str):
-        if metric not in METRICS:
-            raise ValueError(
-                f"Unknown metric {metric!r}. Known metrics: {', '.join(sorted(METRICS))}."
-            )
-        return METRICS[metric][1](key)
     if isinstance(metric, tf.keras.metrics.Metric):
         config = dict(metric.get_config(), name=key)
         return type(metric).from_config(config)
@@ -60,8 +61,12 @@ def head_metrics(
     predictions: Mapping[str, tf.Tensor],
     losses: tf.Tensor,
     weights: Optional[tf.Tensor],
-) -> Dict[str, tf.keras.metrics.Metric]:
-    """Updated Keras metrics for one trained head, keyed ``"<head>/<metric>"``.
+) -> Dict[str, Any]:
+    """Eval metric ops for one trained head, keyed ``"<head>/<metric>"``.
+
+    Values are ``(value, update_op)`` pairs for registered names and
+    ``<head>/loss``, and updated Keras metrics for Keras specs; both are
+    what ``EstimatorSpec(eval_metric_ops=...)`` takes.
 
     Args:
         head: a trained head.
@@ -74,24 +79,34 @@ def head_metrics(
     Keras metrics given by the user see ``y_true`` = class ids ``[batch, 1]``
     and ``y_pred`` = probabilities ``[batch, n_classes]`` for classification,
     and labels and predictions ``[batch, dimension]`` for regression.
+
+    Example:
+        >>> with tf.Graph().as_default():  # doctest: +SKIP
+        ...     ops = head_metrics(head, labels, predictions, losses, None)
     """
-    sample_weight = None if weights is None else weights
-    loss_metric = tf.keras.metrics.Mean(name=metric_key(head.name, "loss"))
-    loss_metric.update_state(losses, sample_weight=sample_weight)
-    result = {loss_metric.name: loss_metric}
+    loss_key = metric_key(head.name, "loss")
+    result: Dict[str, Any] = {loss_key: _v1.mean(losses, weights, name=loss_key)}
     for spec in head.metrics:
         key = metric_key(head.name, metric_name(head.name, spec))
-        metric = get(spec, key)
-        y_true, y_pred = _metric_inputs(head, spec, labels, predictions)
-        metric.update_state(y_true, y_pred, sample_weight=sample_weight)
-        result[key] = metric
+        if isinstance(spec, str):
+            kind, build = METRICS[spec]
+            y_true, y_pred = _metric_inputs(head, kind, labels, predictions)
+            column_weights = weights
+            if weights is not None and kind == "values":
+                column_weights = weights[:, None] * tf.ones_like(y_true)
+            result[key] = build(y_true, y_pred, column_weights, key)
+        else:
+            metric = get(spec, key)
+            y_true, y_pred = _metric_inputs(head, "keras", labels, predictions)
+            metric.update_state(y_true, y_pred, sample_weight=weights)
+            result[key] = metric
     return result
 
 
-def _metric_inputs(head: Head, spec: Any, labels: tf.Tensor, predictions: Mapping[str, tf.Tensor]):
+def _metric_inputs(head: Head, kind: str, labels: tf.Tensor,
+                   predictions: Mapping[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
     if head.output.kind == "regression":
         return labels, predictions["predictions"]
-    kind = METRICS[spec][0] if isinstance(spec, str) else "keras"
     if kind == "ids":
         return labels, tf.reshape(predictions["class_ids"], [-1])
     if kind == "positive":

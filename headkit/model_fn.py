@@ -224,11 +224,12 @@ def _example_weights(head: Any, features: Any) -> Optional[tf.Tensor]:
             f"{sorted(features) if isinstance(features, Mapping) else type(features).__name__!r}."
         )
     weights = tf.reshape(tf.cast(features[column], tf.float32), [-1])
+    valid = tf.logical_and(tf.math.is_finite(weights), weights >= 0.0)
     check = tf.debugging.Assert(
-        tf.reduce_all(tf.logical_and(tf.math.is_finite(weights), weights >= 0.0)),
+        tf.reduce_all(valid),
         [f"Head {head.name!r}: weight_column {column!r} must hold finite weights >= 0; got",
-         tf.boolean_mask(weights, tf.logical_not(
-             tf.logical_and(tf.math.is_finite(weights), weights >= 0.0)))[:10]],
+         # as strings: an Assert whose data is only strings and int32 needs no per-step cond
+         tf.strings.as_string(tf.boolean_mask(weights, tf.logical_not(valid))[:10])],
         summarize=10,
     )
     with tf.control_dependencies([check]):
@@ -253,14 +254,11 @@ def _finite_guard(
     check = tf.debugging.Assert(
         tf.reduce_all(finite),
         [
+            # Only strings and int32: such an Assert runs without a per-step cond.
             "headkit: non-finite loss at global step",
-            step,
+            tf.cast(step, tf.int32),
             "in head(s)",
             tf.boolean_mask(tf.constant(names), tf.logical_not(finite)),
-            "losses",
-            values,
-            "for heads",
-            tf.constant(names),
             "No update was applied. Check the labels and features of this batch.",
         ],
         summarize=len(names),

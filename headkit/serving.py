@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 _EXAMPLE_DTYPES = {tf.float32, tf.int64, tf.string}
-_DTYPE_NAMES = {v: k for k, v in tf.dtypes.__dict__.items() if isinstance(v, tf.DType)}
 
 
 class ExportError(RuntimeError):
