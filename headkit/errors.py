@@ -47,16 +47,31 @@ class NonFiniteLossError(FloatingPointError):
         self.step = step
 
 
-_ASSERTION = re.compile(r"assertion failed: (\[.*?\])\s*(?:\n|\t|$)", re.S)
+# tf.debugging.Assert prints its data as "[part] [part] ..." on one line.
+_ASSERTION = re.compile(r"assertion failed: \[(.*?)\]\s*(?:\n|\t|$)", re.S)
 
 
 def _assertion_text(message: str) -> Optional[str]:
     match = _ASSERTION.search(message)
     if not match:
         return None
-    parts = re.findall(r"\[((?:[^\[\]]|\[[^\[\]]*\])*)\]", match.group(1))
-    text = " ".join(p.strip() for p in parts)
-    return text.replace("\\'", "'")
+    parts = match.group(1).split("] [")
+    return " ".join(p.strip() for p in parts).replace("\\'", "'")
+
+
+def _non_finite(text: str) -> NonFiniteLossError:
+    """The finite-loss check's data (step, head names, finite flags) as a sentence."""
+    match = re.search(r"global step (-?\d+) heads (.*?) finite ([\d ]+)", text)
+    if not match:
+        return NonFiniteLossError(text)
+    step = int(match.group(1))
+    names, flags = match.group(2).split(), match.group(3).split()
+    bad = [name for name, flag in zip(names, flags) if flag == "0"]
+    message = (
+        f"headkit: non-finite loss at global step {step} in head(s) {' '.join(bad)}. "
+        "No update was applied. Check the labels and features of this batch."
+    )
+    return NonFiniteLossError(message, heads=[n for n in bad if n != "(total)"], step=step)
 
 
 @contextlib.contextmanager
@@ -76,12 +91,5 @@ def translate_graph_errors() -> Iterator[None]:
         if text is None or not ("Head '" in text or "headkit:" in text):
             raise
         if text.startswith("headkit: non-finite loss"):
-            step_match = re.search(r"global step (\d+)", text)
-            heads_match = re.search(r"in head\(s\) (.*?) No update", text)
-            heads = heads_match.group(1).split() if heads_match else []
-            raise NonFiniteLossError(
-                text,
-                heads=[h for h in heads if not h.startswith("(")],
-                step=int(step_match.group(1)) if step_match else None,
-            ) from None
+            raise _non_finite(text) from None
         raise DataError(text) from None

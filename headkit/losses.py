@@ -82,19 +82,6 @@ def _flatten_labels(head: Head, labels: tf.Tensor, width: int) -> tf.Tensor:
     return tf.reshape(labels, [-1, width])
 
 
-def _assert_none_bad(bad: tf.Tensor, values: tf.Tensor, what: str, fix: str) -> tf.Operation:
-    """An in-graph check that no row is ``bad``; its message shows up to 10 bad values.
-
-    The values are shown as strings: an Assert whose data is only strings (and
-    int32) runs as one op, where other dtypes cost a ``cond`` on every step.
-    """
-    shown = tf.boolean_mask(values, bad)[:10]
-    if shown.dtype != tf.string:
-        shown = tf.strings.as_string(shown)
-    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [what, shown, fix],
-                               summarize=10)
-
-
 def prepare_labels(head: Head, labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
     """Turn one head's raw labels into loss-ready labels and a mask of labelled rows.
 
@@ -129,32 +116,39 @@ def prepare_labels(head: Head, labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[t
             "Classification(vocabulary=(...))."
         )
     labels = _flatten_labels(head, labels, 1)
-    mask = None
+    present = mask = None
     if head.missing_label is not None:
         present = tf.not_equal(labels, tf.constant(head.missing_label, labels.dtype))
         mask = tf.cast(present, tf.float32)
-    else:
-        present = tf.ones_like(labels, dtype=tf.bool)
+    # These checks run on every step, so they are kept to a few ops, and their
+    # messages carry only strings and int32 (other dtypes cost a per-step cond).
     if vocabulary is not None:
         matches = tf.equal(labels[:, None], tf.constant(vocabulary)[None, :])
-        known = tf.reduce_any(matches, axis=1)
-        check = _assert_none_bad(
-            tf.logical_and(present, tf.logical_not(known)), labels,
-            f"Head {head.name!r}: labels not in the vocabulary {list(vocabulary)!r}:",
-            "Add them to the vocabulary, or set missing_label for rows without a label.",
+        unknown = tf.logical_not(tf.reduce_any(matches, axis=1))
+        if present is not None:
+            unknown = tf.logical_and(present, unknown)
+        check = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(unknown)),
+            [f"Head {head.name!r}: labels not in the vocabulary {list(vocabulary)!r}:",
+             tf.boolean_mask(labels, unknown)[:10],
+             "Add them to the vocabulary, or set missing_label for rows without a label."],
+            summarize=10,
         )
         with tf.control_dependencies([check]):
             ids = tf.argmax(tf.cast(matches, tf.int32), axis=1)
         return ids, mask
     ids = tf.cast(labels, tf.int64)
-    check = _assert_none_bad(
-        tf.logical_and(present, tf.logical_or(ids < 0, ids >= output.n_classes)), ids,
-        f"Head {head.name!r}: class ids must be in [0, {output.n_classes}); got",
-        "Fix the labels, or set missing_label for rows without a label.",
+    if present is not None:
+        ids = tf.where(present, ids, tf.zeros_like(ids))  # masked rows: any valid id
+    low, high = tf.reduce_min(ids), tf.reduce_max(ids)
+    check = tf.debugging.Assert(
+        tf.logical_and(low >= 0, high < output.n_classes),
+        [f"Head {head.name!r}: class ids must be in [0, {output.n_classes}); the batch holds "
+         "ids from", tf.cast(low, tf.int32), "to", tf.cast(high, tf.int32),
+         "Fix the labels, or set missing_label for rows without a label."],
     )
     with tf.control_dependencies([check]):
-        ids = tf.where(present, ids, tf.zeros_like(ids))
-    return ids, mask
+        return tf.identity(ids), mask
 
 
 def _prepare_regression(head: Head, labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:

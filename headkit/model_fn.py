@@ -254,12 +254,14 @@ def _finite_guard(
     check = tf.debugging.Assert(
         tf.reduce_all(finite),
         [
-            # Only strings and int32: such an Assert runs without a per-step cond.
+            # Only strings and int32, and no work but a cast: this runs on every step.
+            # errors.translate_graph_errors turns it into a sentence.
             "headkit: non-finite loss at global step",
             tf.cast(step, tf.int32),
-            "in head(s)",
-            tf.boolean_mask(tf.constant(names), tf.logical_not(finite)),
-            "No update was applied. Check the labels and features of this batch.",
+            "heads",
+            tf.constant(names),
+            "finite",
+            tf.cast(finite, tf.int32),
         ],
         summarize=len(names),
         name="headkit_finite_loss_check",

@@ -202,3 +202,19 @@ def test_a_non_finite_loss_names_the_head_and_step_and_applies_no_update(tmp_pat
         estimator.train(numpy_input_fn({"x": features["x"]}, {"size": size}), steps=2)
     assert raised.value.heads == ["size"] and raised.value.step == 2
     np.testing.assert_array_equal(kernel, estimator.get_variable_value("out/kernel"))
+
+
+def test_class_ids_out_of_range_fail_at_the_first_batch_with_the_range_seen(tmp_path):
+    heads = hk.HeadSet([hk.Head("kind", hk.Classification(3))])
+
+    def build():
+        x = tf.keras.Input((4,), name="x")
+        return tf.keras.Model({"x": x}, {"kind": tf.keras.layers.Dense(3)(x)})
+
+    features, _ = make_data(8)
+    estimator = hk.Estimator(build, heads, model_dir=str(tmp_path))
+    data = numpy_input_fn({"x": features["x"]}, {"kind": np.array([0, 1, 2, 7] * 2)})
+    with pytest.raises(hk.DataError, match=r"^Head 'kind': class ids must be in \[0, 3\); the "
+                       r"batch holds ids from 0 to 7"):
+        estimator.train(data, steps=1)
+    assert estimator.get_variable_value("global_step") == 0  # no update was applied
