@@ -39,14 +39,19 @@ _HEAD_FIELDS = (
 _OUTPUT_TYPES = {"classification": Classification, "regression": Regression, "predict": Predict}
 
 
-def to_dict(heads: Iterable[Head]) -> Dict[str, Any]:
+def to_dict(heads: Iterable[Head], strict: bool = True) -> Dict[str, Any]:
     """The JSON-ready dict of ``HeadSet.to_dict``: ``{"heads": [<head table>, ...]}``.
+
+    ``strict=False`` (export manifests) writes a callable that cannot be
+    imported by name (a lambda, a local function) as its ``module:qualname``
+    anyway, where ``strict`` refuses it: the manifest then still describes
+    the heads, and ``hk.load`` does without that callable.
 
     Example:
         >>> to_dict([Head("y", Regression())])["heads"][0]["output"]
         {'type': 'regression', 'dimension': 1}
     """
-    return {"heads": [_head_to_dict(h) for h in heads]}
+    return {"heads": [_head_to_dict(h, strict) for h in heads]}
 
 
 def from_dict(cls: Type[HeadSet], data: Mapping[str, Any]) -> HeadSet:
@@ -131,10 +136,10 @@ def _reject_unknown(data: Mapping[str, Any], known: Iterable[str], where: str) -
         )
 
 
-def _callable_ref(value: Any, what: str, head: str) -> Dict[str, str]:
+def _callable_ref(value: Any, what: str, head: str, strict: bool = True) -> Dict[str, str]:
     module = getattr(value, "__module__", None)
-    qualname = getattr(value, "__qualname__", None)
-    if not module or not qualname or "<" in qualname:
+    qualname = getattr(value, "__qualname__", None) or type(value).__qualname__
+    if strict and (not module or "<" in qualname):
         raise ValueError(
             f"Head {head!r}: {what} {value!r} cannot be written to a dict: it is not "
             "importable by name. Define it at module level (def my_loss(labels, outputs): ...)."
@@ -142,14 +147,14 @@ def _callable_ref(value: Any, what: str, head: str) -> Dict[str, str]:
     return {"callable": f"{module}:{qualname}"}
 
 
-def _metric_to_dict(head: str, metric: Any) -> Any:
+def _metric_to_dict(head: str, metric: Any, strict: bool = True) -> Any:
     if isinstance(metric, str):
         return metric
     if hasattr(metric, "get_config") and not isinstance(metric, type):
         return {"keras": type(metric).__name__, "config": _jsonable(metric.get_config())}
     if isinstance(metric, type):
         return {"keras": metric.__name__}
-    return _callable_ref(metric, "metric", head)
+    return _callable_ref(metric, "metric", head, strict)
 
 
 def _jsonable(value: Any) -> Any:
@@ -162,15 +167,15 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _head_to_dict(head: Head) -> Dict[str, Any]:
+def _head_to_dict(head: Head, strict: bool = True) -> Dict[str, Any]:
     loss = head.loss
     if loss is not None and not isinstance(loss, str):
-        loss = _callable_ref(loss, "loss", head.name)
+        loss = _callable_ref(loss, "loss", head.name, strict)
     return {
         "name": head.name,
         "output": head.output.to_dict(),
         "loss": loss,
-        "metrics": [_metric_to_dict(head.name, m) for m in head.metrics],
+        "metrics": [_metric_to_dict(head.name, m, strict) for m in head.metrics],
         "weight": head.weight,
         "is_default": head.is_default,
         "label_key": head.label_key,

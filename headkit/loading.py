@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, Mapping, Optional
 
 import attrs
@@ -101,6 +102,39 @@ class LoadedModel:
         return {head: arrays}
 
 
+def _serving_heads(data: Dict[str, Any], export_dir: str) -> HeadSet:
+    """The manifest's HeadSet; custom losses and metrics that do not import here are left out.
+
+    Serving needs no loss and no metric. A custom one defined in the training
+    script (``__main__``) or as a lambda cannot be imported by another
+    process: it is replaced by the head's default, with a warning naming it.
+    """
+    try:
+        return HeadSet.from_dict(data)
+    except ValueError as error:
+        if "cannot import" not in str(error):
+            raise
+    dropped = []
+    heads = []
+    for head in data["heads"]:
+        head = dict(head)
+        if isinstance(head.get("loss"), dict):
+            dropped.append(f"{head['name']}.loss={head['loss']['callable']}")
+            head["loss"] = None
+        kept = [m for m in head.get("metrics", []) if not (isinstance(m, dict) and "callable" in m)]
+        dropped += [f"{head['name']}.metrics: {m['callable']}" for m in head.get("metrics", [])
+                    if m not in kept]
+        head["metrics"] = kept
+        heads.append(head)
+    warnings.warn(
+        f"hk.load({export_dir!r}): custom losses or metrics that cannot be imported here "
+        f"were left out of .heads ({'; '.join(dropped)}); prediction does not use them. "
+        "Define them in an importable module to keep them.",
+        stacklevel=3,
+    )
+    return HeadSet.from_dict({"heads": heads})
+
+
 def load(export_dir: str) -> LoadedModel:
     """Load a headkit export: ``.heads``, ``.default_head``, ``.signatures``, ``.predict``.
 
@@ -112,6 +146,6 @@ def load(export_dir: str) -> LoadedModel:
     if not os.path.isdir(export_dir):
         raise FileNotFoundError(f"load: {export_dir!r} is not a directory.")
     manifest = read_manifest(export_dir)
-    heads = HeadSet.from_dict(manifest["heads"])
+    heads = _serving_heads(manifest["heads"], export_dir)
     loaded = tf.saved_model.load(export_dir, tags=[tf.saved_model.SERVING])
     return LoadedModel(export_dir, manifest, heads, loaded)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import headkit
+from headkit import config
 from headkit.headset import HeadSet
 
 __all__ = ["MANIFEST_PATH", "read_manifest", "write_manifest"]
@@ -65,7 +66,7 @@ def write_manifest(
     manifest = {
         "headkit_version": headkit.__version__,
         "tensorflow_version": tf.__version__,
-        "heads": heads.to_dict(),
+        "heads": config.to_dict(heads, strict=False),
         "default_head": heads.default_head.name,
         "signatures": {k: dict(v, **{
             "inputs": sorted(expected[k]["inputs"]),

@@ -230,3 +230,24 @@ def test_manifest_is_json_with_the_signature_table(exported):
     assert manifest["signatures"]["kind/predict"]["inputs"] == ["tag", "x"]
     assert manifest["signatures"]["kind"]["inputs"] == ["inputs"]
     assert manifest["signatures"]["kind"]["outputs"] == ["classes", "scores"]
+
+
+def test_a_lambda_loss_exports_and_loads_without_it(tmp_path):
+    """A custom loss from a training script does not block export or hk.load."""
+    def body():
+        x = tf.keras.Input((4,), name="x")
+        return tf.keras.Model({"x": x}, {"size": tf.keras.layers.Dense(1)(x)})
+
+    heads = hk.HeadSet([hk.Head("size", hk.Regression(),
+                                loss=lambda labels, outputs: tf.abs(labels - outputs))])
+    features = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    estimator = hk.Estimator(body, heads, model_dir=str(tmp_path / "model"))
+    estimator.train(lambda: tf.data.Dataset.from_tensor_slices(
+        ({"x": features}, features[:, :1])).repeat().batch(8), steps=2)
+    export_dir = estimator.export(str(tmp_path / "exports"))
+    with pytest.warns(UserWarning, match=r"size.loss=.*<lambda>.*prediction does not use them"):
+        model = hk.load(export_dir)
+    assert model.heads["size"].loss is None
+    assert model.predict({"x": features[:2]})["size"]["predictions"].shape == (2, 1)
+    with pytest.raises(ValueError, match="cannot be written to a dict"):
+        heads.to_dict()  # a config file, unlike a manifest, must round-trip
