@@ -20,6 +20,17 @@ COLUMNS = {"x": ("<f4", (N_FEATURES,)), "category": ("<i8", ()), "value": ("<f4"
            "flag": ("<i8", (1,))}
 
 
+#: The variants bench/run.py compares, the hand-written baseline first.
+MAIN_VARIANTS = (
+    "handwritten",
+    "headkit",
+    "canned_multihead",
+    "model_to_estimator",
+    "keras_fit_spe1",
+    "keras_fit_spe32",
+)
+
+
 def make_arrays(n_rows: int, seed: int) -> Dict[str, np.ndarray]:
     """Synthetic rows: ``x`` float32 [n, 32] and one label array per head kind."""
     rng = np.random.default_rng(seed)

@@ -35,14 +35,7 @@ sys.path.insert(0, HERE)
 import data as bench_data  # noqa: E402  (numpy only)
 
 BASELINE = "handwritten"
-MAIN_VARIANTS = (
-    "handwritten",
-    "headkit",
-    "canned_multihead",
-    "model_to_estimator",
-    "keras_fit_spe1",
-    "keras_fit_spe32",
-)
+MAIN_VARIANTS = bench_data.MAIN_VARIANTS
 #: Reported metrics: key -> (path in a variant's JSON, label, unit).
 METRICS = {
     "steps_per_second": (("steps_per_second",), "train steps/s", ""),

@@ -33,14 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import workload as wl  # noqa: E402
 
-MAIN_VARIANTS = (
-    "handwritten",
-    "headkit",
-    "canned_multihead",
-    "model_to_estimator",
-    "keras_fit_spe1",
-    "keras_fit_spe32",
-)
+MAIN_VARIANTS = data.MAIN_VARIANTS
 ModeKeys = tf.estimator.ModeKeys
 
 
@@ -204,9 +197,16 @@ def measure_estimator(estimator, export: Callable[[str], str], raw_key: str, arg
     start = time.perf_counter()
     export_dir = export(os.path.join(args.workdir, "export"))
     export_seconds = time.perf_counter() - start
+    return _measurements(timer.clock, train_seconds, eval_seconds, metrics, export_seconds,
+                         export_dir, raw_key, args)
+
+
+def _measurements(clock, train_seconds, eval_seconds, metrics, export_seconds, export_dir,
+                  raw_key, args) -> Dict:
+    """One variant's JSON record: training, evaluation, export and serving figures."""
     x = np.load(os.path.join(args.data, "serving_x.npy"))
     return {
-        **timer.clock.results(),
+        **clock.results(),
         "train_wall_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "eval_loss": float(metrics["loss"]),
@@ -254,18 +254,8 @@ def measure_keras_fit(steps_per_execution: int, args) -> Dict:
     start = time.perf_counter()
     model.save(export_dir, save_format="tf")
     export_seconds = time.perf_counter() - start
-    x = np.load(os.path.join(args.data, "serving_x.npy"))
-    return {
-        **timer.clock.results(),
-        "train_wall_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "eval_loss": float(metrics["loss"]),
-        "eval_metrics": {k: float(v) for k, v in metrics.items()},
-        "export_seconds": export_seconds,
-        "savedmodel_bytes": wl.folder_size(export_dir),
-        "serving": _serving(export_dir, "serving_default", x, args.calls),
-        "export_dir": export_dir,
-    }
+    return _measurements(timer.clock, train_seconds, eval_seconds, metrics, export_seconds,
+                         export_dir, "serving_default", args)
 
 
 def measure_scaling(n_heads: int, args) -> Dict:
