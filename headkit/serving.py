@@ -69,6 +69,37 @@ def _example_dtype(dtype: tf.DType) -> tf.DType:
     raise ValueError(f"dtype {dtype.name} cannot be carried by a tf.Example.")
 
 
+def _body_inputs(body: Any) -> Optional[Dict[str, tf.TensorSpec]]:
+    """The body's Keras ``Input``s by name (None for a body without them), built once."""
+    from headkit.model_fn import _instantiate_body
+
+    with tf.Graph().as_default():
+        model = _instantiate_body(body)
+        if not getattr(model, "_is_graph_network", False) or not model.inputs:
+            return None
+        return {n: tf.TensorSpec(t.shape, t.dtype) for n, t in zip(model.input_names, model.inputs)}
+
+
+def _spec_of_inputs(inputs: Optional[Mapping[str, tf.TensorSpec]]) -> Dict[str, Any]:
+    if inputs is None:
+        raise ValueError(
+            "feature_spec: the body has no Keras Inputs to read the features from (a "
+            "subclassed model?). Pass feature_spec={'name': tf.io.FixedLenFeature(shape, "
+            "dtype), ...} to export()."
+        )
+    spec = {}
+    for name, tensor in inputs.items():
+        shape = tuple(tensor.shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError(
+                f"feature_spec: Input {name!r} has shape {tensor.shape} with an unknown "
+                "dimension; a tf.Example feature needs a fixed shape. Pass feature_spec= "
+                "to export(), e.g. with tf.io.VarLenFeature."
+            )
+        spec[name] = tf.io.FixedLenFeature(shape, _example_dtype(tensor.dtype))
+    return spec
+
+
 def feature_spec_from_body(body: Any) -> Dict[str, tf.io.FixedLenFeature]:
     """The parsing spec of the body's Keras ``Input``s: name, dtype and shape.
 
@@ -82,38 +113,7 @@ def feature_spec_from_body(body: Any) -> Dict[str, tf.io.FixedLenFeature]:
         >>> feature_spec_from_body(body)
         {'x': FixedLenFeature(shape=(3,), dtype=tf.float32, default_value=None)}
     """
-    from headkit.model_fn import _instantiate_body
-
-    with tf.Graph().as_default():
-        model = _instantiate_body(body)
-        inputs = getattr(model, "inputs", None)
-        if not getattr(model, "_is_graph_network", False) or not inputs:
-            raise ValueError(
-                "feature_spec: the body has no Keras Inputs to read the features from (a "
-                "subclassed model?). Pass feature_spec={'name': tf.io.FixedLenFeature(shape, "
-                "dtype), ...} to export()."
-            )
-        spec = {}
-        for name, tensor in zip(model.input_names, inputs):
-            shape = tuple(tensor.shape[1:])
-            if any(d is None for d in shape):
-                raise ValueError(
-                    f"feature_spec: Input {name!r} has shape {tensor.shape} with an unknown "
-                    "dimension; a tf.Example feature needs a fixed shape. Pass feature_spec= "
-                    "to export(), e.g. with tf.io.VarLenFeature."
-                )
-            spec[name] = tf.io.FixedLenFeature(shape, _example_dtype(tensor.dtype))
-        return spec
-
-
-def _body_input_dtypes(body: Any) -> Dict[str, tf.DType]:
-    from headkit.model_fn import _instantiate_body
-
-    with tf.Graph().as_default():
-        model = _instantiate_body(body)
-        if not getattr(model, "_is_graph_network", False):
-            return {}
-        return {n: t.dtype for n, t in zip(model.input_names, model.inputs)}
+    return _spec_of_inputs(_body_inputs(body))
 
 
 def _check_spec(spec: Mapping[str, Any]) -> None:
@@ -189,11 +189,10 @@ def export(
             f"export: no checkpoint in {estimator.model_dir!r}. Train the estimator first, "
             "or pass checkpoint_path=."
         )
-    spec = dict(feature_spec) if feature_spec is not None else feature_spec_from_body(
-        estimator.body
-    )
+    inputs = _body_inputs(estimator.body)  # built once: the spec and the raw dtypes
+    spec = dict(feature_spec) if feature_spec is not None else _spec_of_inputs(inputs)
     _check_spec(spec)
-    raw_dtypes = _body_input_dtypes(estimator.body)
+    raw_dtypes = {name: tensor.dtype for name, tensor in (inputs or {}).items()}
     export_dir, temp_dir = _new_export_dir(export_dir_base)
     try:
         step = _write_saved_model(estimator, heads, spec, raw_dtypes, checkpoint_path, temp_dir)
