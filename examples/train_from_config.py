@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from typing import Dict, Optional
 
-import numpy as np
-import palmerpenguins
-import tensorflow as tf
-
 import headkit as hk
+
+if __name__ == "__main__":
+    hk.quiet_tensorflow("--verbose" not in sys.argv)  # before TensorFlow loads
+
+import numpy as np  # noqa: E402
+import palmerpenguins  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
@@ -93,6 +97,7 @@ if __name__ == "__main__":
     parser.add_argument("--config", default=os.path.join(HERE, "heads.toml"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's INFO logs")
     args = parser.parse_args()
     for key, value in sorted(main(args.config, args.steps, args.model_dir).items()):
         print(f"{key:20s} {value}" if key == "global_step" else f"{key:20s} {float(value):.4f}")

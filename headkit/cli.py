@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
+
+from headkit.progress import quiet_tensorflow
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
-
-
-def _quiet(verbose: bool) -> None:
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _read_rows(path: str) -> List[Dict[str, Any]]:
@@ -127,11 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    _quiet(args.verbose)
-    if not args.verbose:
-        import logging
-
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    quiet_tensorflow(not args.verbose)  # before TensorFlow loads
     try:
         return args.run(args)
     except (FileNotFoundError, ValueError, KeyError, OSError) as error:
