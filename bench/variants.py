@@ -304,6 +304,15 @@ def _paths(args):
     return data.paths(args.data, "train"), data.paths(args.data, "eval")
 
 
+def _measure_stock_export(estimator, raw_key: str, args) -> Dict:
+    """measure_estimator for a variant exported by Estimator.export_saved_model."""
+    return measure_estimator(
+        estimator,
+        lambda base: estimator.export_saved_model(base, wl.serving_input_receiver).decode(),
+        raw_key, args,
+    )
+
+
 def run_variant(name: str, args) -> Dict:
     """Measure one variant; the Estimator ones share workload.run_config."""
     import headkit as hk
@@ -311,24 +320,18 @@ def run_variant(name: str, args) -> Dict:
     config = wl.run_config(os.path.join(args.workdir, "model"))
     if name == "handwritten":
         estimator = tf.estimator.Estimator(handwritten_model_fn, config=config)
-        return measure_estimator(
-            estimator, lambda base: estimator.export_saved_model(
-                base, wl.serving_input_receiver).decode(), "raw:predict", args)
+        return _measure_stock_export(estimator, "raw:predict", args)
     if name == "headkit":
         estimator = hk.Estimator(wl.build_body, headkit_heads(), optimizer="adam",
                                  learning_rate=wl.LEARNING_RATE, config=config)
         return measure_estimator(estimator, estimator.export, "predict", args)
     if name == "canned_multihead":
         estimator = tf.estimator.Estimator(canned_model_fn, config=config)
-        return measure_estimator(
-            estimator, lambda base: estimator.export_saved_model(
-                base, wl.serving_input_receiver).decode(), "raw:predict", args)
+        return _measure_stock_export(estimator, "raw:predict", args)
     if name == "model_to_estimator":
         model = compiled_keras_model(tf.keras.optimizers.legacy.Adam(wl.LEARNING_RATE))
         estimator = tf.keras.estimator.model_to_estimator(keras_model=model, config=config)
-        return measure_estimator(
-            estimator, lambda base: estimator.export_saved_model(
-                base, wl.serving_input_receiver).decode(), "raw:serving_default", args)
+        return _measure_stock_export(estimator, "raw:serving_default", args)
     if name.startswith("keras_fit_spe"):
         return measure_keras_fit(int(name[len("keras_fit_spe"):]), args)
     if name.startswith("scaling_headkit_"):

@@ -173,7 +173,7 @@ def clean_export_leftovers(export_dir_base: str) -> List[str]:
 
     :func:`headkit.serving.export` builds each export in ``temp-<stamp>`` and
     renames it only once verified, so such a folder is never a usable export.
-    ``hk.Estimator.export`` calls this first. Do not run two exports into one
+    Every export calls this first. Do not run two exports into one
     base folder at the same time.
 
     Example:

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import tensorflow as tf
 
-from headkit import checkpoints, serving
+from headkit import serving
 from headkit.errors import translate_graph_errors
 from headkit.heads import Head
 from headkit.headset import HeadSet
@@ -147,7 +147,6 @@ class Estimator(_TranslatingEstimator):
         Example:
             >>> export_dir = estimator.export("exports/penguins")  # doctest: +SKIP
         """
-        checkpoints.clean_export_leftovers(export_dir_base)  # temp-* of killed exports
         return serving.export(
             self,
             export_dir_base,

@@ -78,7 +78,8 @@ class LoadedModel:
         """
         if head is not None and head not in self.heads.names:
             raise KeyError(f"predict: no head {head!r}; heads are {list(self.heads.names)!r}.")
-        key = outputs_lib.PREDICT_SIGNATURE if head is None else f"{head}/predict"
+        key = (outputs_lib.PREDICT_SIGNATURE if head is None
+               else outputs_lib.head_predict_signature(head))
         function = self._loaded.signatures[key]
         columns = _columns(features)
         inputs = {}

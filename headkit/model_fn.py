@@ -13,9 +13,10 @@ import tensorflow as tf
 from headkit import losses as losses_lib
 from headkit import metrics as metrics_lib
 from headkit import outputs as outputs_lib
+from headkit.heads import Head
 from headkit.headset import HeadSet, metric_key
 
-__all__ = ["make_model_fn", "resolve_optimizer", "Body", "OPTIMIZERS"]
+__all__ = ["make_model_fn", "resolve_optimizer", "instantiate_body", "Body", "OPTIMIZERS"]
 
 ModeKeys = tf.estimator.ModeKeys
 #: A body: a function returning a fresh ``tf.keras.Model``, or a Keras model
@@ -103,7 +104,13 @@ def _legacy_keras_factory(optimizer: Any) -> OptimizerFactory:
     return lambda: legacy_cls(**config)
 
 
-def _instantiate_body(body: Body) -> tf.keras.Model:
+def instantiate_body(body: Body) -> tf.keras.Model:
+    """A fresh Keras model for the current graph: the builder's result, or a clone.
+
+    Example:
+        >>> with tf.Graph().as_default():  # doctest: +SKIP
+        ...     model = instantiate_body(build_body)
+    """
     if isinstance(body, tf.keras.Model):
         try:
             return tf.keras.models.clone_model(body)
@@ -164,7 +171,7 @@ def _outputs_by_head(heads: HeadSet, model: tf.keras.Model, raw: Any) -> Dict[st
     return {name: _check_output(heads[name], raw[name]) for name in heads.names}
 
 
-def _check_output(head: Any, output: Any) -> Any:
+def _check_output(head: Head, output: Any) -> Any:
     kind = head.output.kind
     if kind == "predict":
         return output
@@ -202,26 +209,29 @@ def _labels_by_head(heads: HeadSet, labels: Any) -> Dict[str, Any]:
         )
     missing = [k for k in keys if k not in labels]
     extra = [k for k in labels if k not in keys]
-    if missing or extra:
+    problems = []
+    if missing:
+        problems.append(f"missing {missing!r}: every trained head needs its labels")
+    if extra:
+        problems.append(f"{extra!r} would be ignored: remove them, or add a Head")
+    if problems:
         raise ValueError(
             f"labels: keys {sorted(labels)!r} do not match the trained heads' label keys "
-            f"{list(keys)!r}"
-            + (f"; missing {missing!r} (every trained head needs its labels" if missing else "")
-            + (")" if missing else "")
-            + (f"; {extra!r} would be ignored (remove them, or add a Head)" if extra else "")
-            + "."
+            f"{list(keys)!r}; " + "; ".join(problems) + "."
         )
     return dict(labels)
 
 
-def _example_weights(head: Any, features: Any) -> Optional[tf.Tensor]:
+def _example_weights(head: Head, features: Any) -> Optional[tf.Tensor]:
     column = head.weight_column
     if column is None:
         return None
     if not isinstance(features, Mapping) or column not in features:
+        given = sorted(features) if isinstance(features, Mapping) else type(features).__name__
         raise ValueError(
             f"Head {head.name!r}: weight_column {column!r} is not among the features "
-            f"{sorted(features) if isinstance(features, Mapping) else type(features).__name__!r}."
+            f"{given!r}. Add the column to the features the input_fn returns, or drop "
+            "weight_column from the head."
         )
     weights = tf.reshape(tf.cast(features[column], tf.float32), [-1])
     valid = tf.logical_and(tf.math.is_finite(weights), weights >= 0.0)
@@ -308,7 +318,7 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
 
     def model_fn(features: Any, labels: Any, mode: str, config: Any = None):
         training = mode == ModeKeys.TRAIN
-        model = _instantiate_body(body)
+        model = instantiate_body(body)
         inputs = _body_inputs(model, features)
         raw_outputs = model(inputs, training=training)
         outputs = _outputs_by_head(heads, model, raw_outputs)
@@ -328,7 +338,7 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
         head_losses: Dict[str, tf.Tensor] = {}
         eval_metrics: Dict[str, Any] = {}
         for head in heads.trained_heads:
-            with tf.name_scope(head.name.replace("-", "_").replace(".", "_")):
+            with tf.name_scope(head.name):  # NAME_PATTERN names are valid scope names
                 ready, mask = losses_lib.prepare_labels(head, label_tensors[head.label_key])
                 weights = _combine(mask, _example_weights(head, features))
                 example_losses = losses_lib.per_example_loss(head, ready, outputs[head.name])

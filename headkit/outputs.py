@@ -21,15 +21,26 @@ __all__ = [
     "natural_method",
     "signature_table",
     "split_flat",
+    "head_predict_signature",
     "DEFAULT_SIGNATURE",
     "PREDICT_SIGNATURE",
 ]
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 PREDICT_SIGNATURE = "predict"
-CLASSIFY = "tensorflow/serving/classify"
-REGRESS = "tensorflow/serving/regress"
-PREDICT = "tensorflow/serving/predict"
+CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME  # "tensorflow/serving/classify"
+REGRESS = tf.saved_model.REGRESS_METHOD_NAME  # "tensorflow/serving/regress"
+PREDICT = tf.saved_model.PREDICT_METHOD_NAME  # "tensorflow/serving/predict"
+
+
+def head_predict_signature(head_name: str) -> str:
+    """The key of a head's own predict signature: ``"<head>/predict"``.
+
+    Example:
+        >>> head_predict_signature("species")
+        'species/predict'
+    """
+    return metric_key(head_name, PREDICT_SIGNATURE)
 
 
 def natural_method(head: Head) -> str:
@@ -66,7 +77,7 @@ def signature_table(heads: HeadSet) -> Dict[str, Dict[str, Any]]:
     for head in heads:
         method = natural_method(head)
         table[head.name] = {"method": method, "heads": [head.name], "inputs": _inputs(method)}
-        table[f"{head.name}/predict"] = {
+        table[head_predict_signature(head.name)] = {
             "method": PREDICT,
             "heads": [head.name],
             "inputs": "features",
@@ -169,7 +180,7 @@ def export_outputs(
     for head in heads:
         tensors = per_head[head.name]
         result[head.name] = _natural_output(head, tensors)
-        result[f"{head.name}/predict"] = tf.estimator.export.PredictOutput(dict(tensors))
+        result[head_predict_signature(head.name)] = tf.estimator.export.PredictOutput(dict(tensors))
     result[DEFAULT_SIGNATURE] = result[heads.default_head.name]
     result[PREDICT_SIGNATURE] = tf.estimator.export.PredictOutput(flat_predictions(per_head))
     return result

@@ -21,10 +21,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
+from headkit.checkpoints import clean_export_leftovers
 from headkit.contract import declared_signatures, verify
 from headkit.headset import HeadSet
 from headkit.loading import LoadedModel, load
 from headkit.manifest import MANIFEST_PATH, read_manifest, write_manifest
+from headkit.model_fn import instantiate_body
 
 __all__ = [
     "export",
@@ -69,12 +71,10 @@ def _example_dtype(dtype: tf.DType) -> tf.DType:
     raise ValueError(f"dtype {dtype.name} cannot be carried by a tf.Example.")
 
 
-def _body_inputs(body: Any) -> Optional[Dict[str, tf.TensorSpec]]:
+def _body_input_specs(body: Any) -> Optional[Dict[str, tf.TensorSpec]]:
     """The body's Keras ``Input``s by name (None for a body without them), built once."""
-    from headkit.model_fn import _instantiate_body
-
     with tf.Graph().as_default():
-        model = _instantiate_body(body)
+        model = instantiate_body(body)
         if not getattr(model, "_is_graph_network", False) or not model.inputs:
             return None
         return {n: tf.TensorSpec(t.shape, t.dtype) for n, t in zip(model.input_names, model.inputs)}
@@ -113,7 +113,7 @@ def feature_spec_from_body(body: Any) -> Dict[str, tf.io.FixedLenFeature]:
         >>> feature_spec_from_body(body)
         {'x': FixedLenFeature(shape=(3,), dtype=tf.float32, default_value=None)}
     """
-    return _spec_of_inputs(_body_inputs(body))
+    return _spec_of_inputs(_body_input_specs(body))
 
 
 def _check_spec(spec: Mapping[str, Any]) -> None:
@@ -134,7 +134,9 @@ def _check_spec(spec: Mapping[str, Any]) -> None:
 
 
 def _new_export_dir(base: str) -> Tuple[str, str]:
+    """The final and the temp path of a new export; leftovers of killed exports go first."""
     os.makedirs(base, exist_ok=True)
+    clean_export_leftovers(base)
     stamp = int(time.time())
     while os.path.exists(os.path.join(base, str(stamp))):
         stamp += 1
@@ -189,17 +191,18 @@ def export(
             f"export: no checkpoint in {estimator.model_dir!r}. Train the estimator first, "
             "or pass checkpoint_path=."
         )
-    inputs = _body_inputs(estimator.body)  # built once: the spec and the raw dtypes
+    inputs = _body_input_specs(estimator.body)  # built once: the spec and the raw dtypes
     spec = dict(feature_spec) if feature_spec is not None else _spec_of_inputs(inputs)
     _check_spec(spec)
     raw_dtypes = {name: tensor.dtype for name, tensor in (inputs or {}).items()}
     export_dir, temp_dir = _new_export_dir(export_dir_base)
     try:
-        step = _write_saved_model(estimator, heads, spec, raw_dtypes, checkpoint_path, temp_dir)
-        table, expected = step.pop("table"), step.pop("expected")
-        write_manifest(temp_dir, heads, table, expected, spec, step["global_step"],
+        table, expected, problems, global_step = _write_saved_model(
+            estimator, heads, spec, raw_dtypes, checkpoint_path, temp_dir
+        )
+        write_manifest(temp_dir, heads, table, expected, spec, global_step,
                        checkpoint_path, extra_manifest)
-        problems = step["problems"] + verify(temp_dir, expected)
+        problems += verify(temp_dir, expected)
         if problems:
             raise ExportError(problems, export_dir)
         os.rename(temp_dir, export_dir)
@@ -209,7 +212,8 @@ def export(
     return export_dir
 
 
-def _write_saved_model(estimator, heads, spec, raw_dtypes, checkpoint_path, temp_dir) -> dict:
+def _write_saved_model(estimator, heads, spec, raw_dtypes, checkpoint_path, temp_dir) -> tuple:
+    """Build the serving graph and save it: ``(table, expected, problems, global_step)``."""
     with tf.Graph().as_default() as graph:
         serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
         parsed = tf.io.parse_example(serialized, spec)
@@ -248,6 +252,6 @@ def _write_saved_model(estimator, heads, spec, raw_dtypes, checkpoint_path, temp
             )
             builder.save()
             step = int(session.run(global_step))
-    return {"table": table, "expected": expected, "problems": problems, "global_step": step}
+    return table, expected, problems, step
 
 

@@ -180,17 +180,14 @@ def test_from_file_errors_start_with_the_path(tmp_path):
         hk.HeadSet.from_file(path)
 
 
-def test_from_file_reports_toml_syntax_with_the_path(tmp_path):
-    path = tmp_path / "bad.toml"
-    path.write_text("[[heads]\nname = 'y'\n")
-    with pytest.raises(ValueError, match=r"bad\.toml: not valid TOML \(.*line 1"):
-        hk.HeadSet.from_file(str(path))
-
-
-def test_from_file_reports_json_syntax_with_the_path(tmp_path):
-    path = tmp_path / "bad.json"
-    path.write_text('{"heads": [}')
-    with pytest.raises(ValueError, match=r"bad\.json: not valid JSON \(.*line 1"):
+@pytest.mark.parametrize("name, text, expected", [
+    ("bad.toml", "[[heads]\nname = 'y'\n", r"bad\.toml: not valid TOML \(.*line 1"),
+    ("bad.json", '{"heads": [}', r"bad\.json: not valid JSON \(.*line 1"),
+])
+def test_from_file_reports_syntax_errors_with_the_path(tmp_path, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=expected):
         hk.HeadSet.from_file(path)
 
 

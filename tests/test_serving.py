@@ -251,3 +251,13 @@ def test_a_lambda_loss_exports_and_loads_without_it(tmp_path):
     assert model.predict({"x": features[:2]})["size"]["predictions"].shape == (2, 1)
     with pytest.raises(ValueError, match="cannot be written to a dict"):
         heads.to_dict()  # a config file, unlike a manifest, must round-trip
+
+
+def test_every_export_path_removes_leftovers_of_killed_exports(trained, tmp_path):
+    """hk.export (used by BestExport too), not only Estimator.export, cleans temp-*."""
+    estimator, _, _ = trained
+    leftover = tmp_path / "temp-1700000000"
+    leftover.mkdir()
+    (leftover / "saved_model.pb").write_bytes(b"half")
+    export_dir = hk.export(estimator, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(export_dir)]
