@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
-import math
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Type, Union
@@ -184,7 +183,7 @@ def _head_to_dict(head: Head, strict: bool = True) -> Dict[str, Any]:
     }
 
 
-def _import_ref(ref: Any, where: str) -> Any:
+def import_ref(ref: Any, where: str) -> Any:
     if not isinstance(ref, str) or ":" not in ref:
         raise ValueError(f"{where}: expected 'module:name' (got {ref!r}).")
     module_name, _, qualname = ref.partition(":")
@@ -214,7 +213,7 @@ def _metric_from_dict(raw: Any, where: str) -> Any:
         return cls.from_config(raw["config"]) if "config" in raw else cls
     if isinstance(raw, Mapping) and "callable" in raw:
         _reject_unknown(raw, ("callable",), where)
-        return _import_ref(raw["callable"], where + ".callable")
+        return import_ref(raw["callable"], where + ".callable")
     raise TypeError(
         f"{where}: a metric is a name, {{'keras': ClassName, 'config': {{...}}}} or "
         f"{{'callable': 'module:name'}} (got {raw!r})."
@@ -277,7 +276,7 @@ def _head_from_dict(raw: Any, where: str) -> Head:
     loss = raw.get("loss")
     if isinstance(loss, Mapping):
         _reject_unknown(loss, ("callable",), where + ".loss")
-        kwargs["loss"] = _import_ref(loss.get("callable"), where + ".loss.callable")
+        kwargs["loss"] = import_ref(loss.get("callable"), where + ".loss.callable")
     metrics = raw.get("metrics", ())
     if isinstance(metrics, (str, Mapping)) or not isinstance(metrics, (list, tuple)):
         raise TypeError(f"{where}.metrics must be a list (got {metrics!r}).")
@@ -286,8 +285,6 @@ def _head_from_dict(raw: Any, where: str) -> Head:
     )
     if kwargs.get("label_key") is None:
         kwargs.pop("label_key", None)
-    if isinstance(kwargs.get("missing_label"), float) and math.isnan(kwargs["missing_label"]):
-        kwargs["missing_label"] = float("nan")
     _check_fields_alone(kwargs, where)
     try:
         return Head(**kwargs)

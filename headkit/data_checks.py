@@ -18,7 +18,7 @@ from headkit.errors import DataError
 from headkit.heads import Head
 from headkit.headset import HeadSet
 
-__all__ = ["prepare", "Columns"]
+__all__ = ["prepare", "series_to_numpy", "Columns"]
 
 Columns = Mapping[str, Any]
 _SHOWN = 5  # offending values / rows quoted in an error
@@ -295,13 +295,13 @@ def prepare(
             f"{type(features).__name__}). Write features={{'x': x}}."
         )
     raw = {name: _as_column(name, value, "feature") for name, value in features.items()}
-    _check_lengths(raw)
+    n = _check_lengths(raw)
     for head in heads.trained_heads:
         if head.weight_column is not None:
             _check_weights(head, raw)
     prepared = {name: _feature(name, column) for name, column in raw.items()}
     if labels is None:
-        return prepared, None, _check_lengths(prepared)
+        return prepared, None, n
     keys = heads.label_keys
     if not isinstance(labels, Mapping):
         if len(keys) != 1:
@@ -328,3 +328,22 @@ def prepare(
         ready[head.label_key] = _head_labels(head, labels[head.label_key])
     n = _check_lengths({**prepared, **{f"label {k}": v for k, v in ready.items()}})
     return prepared, ready, n
+
+
+def series_to_numpy(series: Any) -> np.ndarray:
+    """A DataFrame column as numpy, with pandas' missing values (NA) as NaN or None.
+
+    Example:
+        >>> import pandas as pd
+        >>> series_to_numpy(pd.Series(["a", None], dtype="string")).tolist()
+        ['a', None]
+    """
+    if isinstance(series.dtype, np.dtype):
+        return series.to_numpy()
+    if series.dtype.kind in "fiu":  # nullable Int64 / Float64
+        if series.isna().any():
+            return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return series.to_numpy(dtype=np.float64 if series.dtype.kind == "f" else np.int64)
+    values = series.astype(object).to_numpy()  # category, string, boolean
+    values[series.isna().to_numpy()] = None
+    return values

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, U
 import numpy as np
 import tensorflow as tf
 
-from headkit.data_checks import Columns, prepare
+from headkit.data_checks import Columns, prepare, series_to_numpy
 from headkit.heads import Head
 from headkit.headset import HeadSet
 
@@ -84,10 +84,10 @@ def _make_input_fn(
         ("seed", seed, seed is None or isinstance(seed, int)),
     ):
         if not ok or isinstance(value, bool):
-            raise ValueError(
-                f"{name} must be a positive integer{' or None' if name != 'batch_size' else ''} "
-                f"(got {value!r})."
-            )
+            expected = {"batch_size": "a positive integer, e.g. 32",
+                        "num_epochs": "a positive integer or None (None repeats forever)",
+                        "seed": "an integer, or None for a new order each run"}[name]
+            raise ValueError(f"{name} must be {expected} (got {value!r}).")
     directory = tempfile.mkdtemp(prefix="headkit-input-")
     feature_specs = _write_columns(features, directory, "feature")
     label_specs = None if labels is None else _write_columns(labels, directory, "label")
@@ -165,23 +165,8 @@ def input_fn(
         >>> features["x"].shape, labels["y"].shape
         (TensorShape([4, 1]), TensorShape([4, 1]))
     """
-    if not isinstance(heads, HeadSet):
-        heads = HeadSet(heads)
-    ready_features, ready_labels, n = prepare(features, labels, heads)
+    ready_features, ready_labels, n = prepare(features, labels, heads)  # converts heads
     return _make_input_fn(ready_features, ready_labels, n, batch_size, shuffle, num_epochs, seed)
-
-
-def _series_to_numpy(series: Any) -> np.ndarray:
-    """A DataFrame column as numpy, with pandas' missing values (NA) as NaN or None."""
-    if isinstance(series.dtype, np.dtype):
-        return series.to_numpy()
-    if series.dtype.kind in "fiu":  # nullable Int64 / Float64
-        if series.isna().any():
-            return series.to_numpy(dtype=np.float64, na_value=np.nan)
-        return series.to_numpy(dtype=np.float64 if series.dtype.kind == "f" else np.int64)
-    values = series.astype(object).to_numpy()  # category, string, boolean
-    values[series.isna().to_numpy()] = None
-    return values
 
 
 def input_fn_from_dataframe(
@@ -230,6 +215,6 @@ def input_fn_from_dataframe(
                 f"{role}: {unknown!r} are not columns of the DataFrame; its columns are "
                 f"{list(df.columns)!r}."
             )
-    features = {c: _series_to_numpy(df[c]) for c in feature_columns}
-    labels = {c: _series_to_numpy(df[c]) for c in label_columns} if label_columns else None
+    features = {c: series_to_numpy(df[c]) for c in feature_columns}
+    labels = {c: series_to_numpy(df[c]) for c in label_columns} if label_columns else None
     return input_fn(features, labels, heads, **kwargs)

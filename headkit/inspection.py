@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import tensorflow as tf
 from tensorflow.python.saved_model import loader_impl
 
-from headkit.serving import read_manifest
+from headkit.manifest import read_manifest
 
 __all__ = ["describe_export", "format_table"]
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import attrs
 import numpy as np
 import tensorflow as tf
 
 from headkit import outputs as outputs_lib
+from headkit.config import import_ref
+from headkit.data_checks import series_to_numpy
 from headkit.heads import Head
 from headkit.headset import HeadSet
 from headkit.manifest import read_manifest
@@ -21,7 +23,7 @@ __all__ = ["load", "LoadedModel"]
 def _columns(features: Any) -> Dict[str, np.ndarray]:
     """A dict of arrays, a list of row dicts, or a DataFrame -> dict of arrays."""
     if hasattr(features, "to_dict") and hasattr(features, "columns"):
-        return {str(c): features[c].to_numpy() for c in features.columns}
+        return {str(c): series_to_numpy(features[c]) for c in features.columns}
     if isinstance(features, Mapping):
         return {k: np.asarray(v) for k, v in features.items()}
     if isinstance(features, (list, tuple)) and all(isinstance(r, Mapping) for r in features):
@@ -82,16 +84,17 @@ class LoadedModel:
                else outputs_lib.head_predict_signature(head))
         function = self._loaded.signatures[key]
         columns = _columns(features)
+        needed = self.signatures[key]["inputs"]  # VarLen features reach no predict signature
         inputs = {}
-        for name, entry in self.feature_spec.items():
+        for name in needed:
             if name not in columns:
                 raise ValueError(
                     f"predict: feature {name!r} is missing; the export needs "
-                    f"{sorted(self.feature_spec)!r} (got {sorted(columns)!r})."
+                    f"{sorted(needed)!r} (got {sorted(columns)!r})."
                 )
             dtype = tf.as_dtype(function.structured_input_signature[1][name].dtype)
             values = columns[name]
-            shape = entry.get("shape", [])
+            shape = self.feature_spec[name].get("shape", [])
             values = np.asarray(values).reshape([-1, *shape]) if shape else np.asarray(values)
             if dtype == tf.string:
                 values = values.astype(str).astype(object)
@@ -103,37 +106,48 @@ class LoadedModel:
         return {head: arrays}
 
 
+def _importable(ref: Any) -> bool:
+    try:
+        import_ref(ref, "")
+    except ValueError:
+        return False
+    return True
+
+
 def _serving_heads(data: Dict[str, Any], export_dir: str) -> HeadSet:
-    """The manifest's HeadSet; custom losses and metrics that do not import here are left out.
+    """The manifest's HeadSet, less the custom losses and metrics that do not import here.
 
     Serving needs no loss and no metric. A custom one defined in the training
     script (``__main__``) or as a lambda cannot be imported by another
-    process: it is replaced by the head's default, with a warning naming it.
+    process: it is replaced by the head's default (a loss) or left out (a
+    metric), with a warning naming it. Those that import are kept.
     """
-    try:
-        return HeadSet.from_dict(data)
-    except ValueError as error:
-        if "cannot import" not in str(error):
-            raise
-    dropped = []
+    dropped: List[str] = []
     heads = []
     for head in data["heads"]:
         head = dict(head)
-        if isinstance(head.get("loss"), dict):
-            dropped.append(f"{head['name']}.loss={head['loss']['callable']}")
+        loss = head.get("loss")
+        if isinstance(loss, dict) and not _importable(loss.get("callable")):
+            dropped.append(f"{head['name']}.loss={loss['callable']}")
             head["loss"] = None
-        kept = [m for m in head.get("metrics", []) if not (isinstance(m, dict) and "callable" in m)]
-        dropped += [f"{head['name']}.metrics: {m['callable']}" for m in head.get("metrics", [])
-                    if m not in kept]
-        head["metrics"] = kept
+        metrics = []
+        for metric in head.get("metrics", []):
+            if isinstance(metric, dict) and "callable" in metric and not _importable(
+                metric["callable"]
+            ):
+                dropped.append(f"{head['name']}.metrics: {metric['callable']}")
+            else:
+                metrics.append(metric)
+        head["metrics"] = metrics
         heads.append(head)
-    warnings.warn(
-        f"hk.load({export_dir!r}): custom losses or metrics that cannot be imported here "
-        f"were left out of .heads ({'; '.join(dropped)}); prediction does not use them. "
-        "Define them in an importable module to keep them.",
-        stacklevel=3,
-    )
-    return HeadSet.from_dict({"heads": heads})
+    if dropped:
+        warnings.warn(
+            f"hk.load({export_dir!r}): custom losses or metrics that cannot be imported here "
+            f"were left out of .heads ({'; '.join(dropped)}); prediction does not use them. "
+            "Define them in an importable module to keep them.",
+            stacklevel=3,
+        )
+    return HeadSet.from_dict({**data, "heads": heads})
 
 
 def load(export_dir: str) -> LoadedModel:

@@ -129,8 +129,8 @@ class ProgressDisplay:
         elif now > self._first[1] and step > self._first[0]:
             self._rate = (step - self._first[0]) / (now - self._first[1])
         self._step, self._loss = step, loss
-        due = 0.1 if self._on_terminal() else self._interval
-        if now - self._last_write >= due:
+        elapsed = now - self._last_write
+        if elapsed >= self._interval or (elapsed >= 0.1 and self._on_terminal()):
             self._write()
 
     def evaluated(
@@ -169,10 +169,10 @@ class ProgressDisplay:
 
     def _write(self) -> None:
         self._last_write = self._clock()
-        self._written = self.line()
+        self._written = line = self.line()
         if self._on_terminal():
-            self.stream.write("\r\x1b[K" + self.line())
+            self.stream.write("\r\x1b[K" + line)
             self._open_line = True
         else:
-            self.stream.write(self.line() + "\n")
+            self.stream.write(line + "\n")
         self.stream.flush()

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
+from headkit.headset import TOTAL_LOSS
 from headkit.progress import ProgressDisplay
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
 
 #: The training state file in ``model_dir``: history, early-stopping count, exports.
 STATE_FILE = "headkit_training.json"
-TOTAL_LOSS = "loss"  # as headkit.headset.TOTAL_LOSS; kept here to stay import-light
 
 logger = logging.getLogger("headkit.training")
 
@@ -167,7 +167,13 @@ class RunState:
         state: Dict[str, Any] = {"version": 1, "history": []}
         if os.path.exists(self.path):
             with open(self.path) as handle:
-                state.update(json.load(handle))
+                try:
+                    state.update(json.load(handle))
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"{self.path}: not valid JSON ({error}). It is headkit's training "
+                        "record; delete it to start the record afresh (checkpoints are kept)."
+                    ) from error
         stopping = self.early_stopping
         saved = state.get("early_stopping")
         config = None if stopping is None else {
@@ -220,9 +226,10 @@ class RunState:
 
     def stop_reason(self) -> str:
         stopping, rule = self.state["early_stopping"], self.early_stopping
+        best = ("none: every value was NaN" if stopping["best_value"] is None
+                else f"{stopping['best_value']:.6g} at step {stopping['best_step']}")
         return (f"early stopping: {rule.metric} did not improve by more than {rule.min_delta} "
-                f"for {stopping['evals_without_improvement']} evaluations (best "
-                f"{stopping['best_value']:.6g} at step {stopping['best_step']})")
+                f"for {stopping['evals_without_improvement']} evaluations (best {best})")
 
     # -- updates
     def record(self, step: int, metrics: Dict[str, float], checkpoint_path: str) -> Optional[str]:

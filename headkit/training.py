@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import attrs
 import tensorflow as tf
 
+from headkit.heads import METRIC_NAMES
 from headkit.headset import TOTAL_LOSS, HeadSet
 from headkit.progress import ProgressDisplay
 from headkit.run_state import (
@@ -43,8 +44,9 @@ __all__ = [
     "BestExport",
     "metric_direction",
 ]
-_LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae")
-_HIGHER_IS_BETTER = ("accuracy", "auc", "precision", "recall")
+# Every registered name has a direction: classification metrics go up, regression ones down.
+_LOWER_IS_BETTER = (TOTAL_LOSS,) + METRIC_NAMES["regression"]
+_HIGHER_IS_BETTER = METRIC_NAMES["classification"]
 _MODES = ("auto", "min", "max")
 
 logger = logging.getLogger("headkit.training")
@@ -88,6 +90,14 @@ def _metric_name(instance: Any, attribute: Any, value: Any) -> None:
         )
 
 
+def _check_mode(instance: Any) -> None:
+    if instance.mode not in _MODES:
+        raise ValueError(
+            f"{type(instance).__name__}.mode must be one of {_MODES!r} (got {instance.mode!r}). "
+            "'auto' reads the metric's name; 'min' and 'max' say which way is better."
+        )
+
+
 def _int_at_least(low: int) -> Callable[[Any, Any, Any], None]:
     def check(instance: Any, attribute: Any, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -125,6 +135,7 @@ class EarlyStopping:
     min_delta: float = 0.0
 
     def __attrs_post_init__(self) -> None:
+        _check_mode(self)
         metric_direction(self.metric, self.mode)
         if not isinstance(self.min_delta, (int, float)) or not self.min_delta >= 0:
             raise ValueError(
@@ -170,11 +181,16 @@ class BestExport:
     feature_spec: Optional[Mapping[str, Any]] = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
+        _check_mode(self)
         if self.metric is not None:
             _metric_name(self, None, self.metric)
             metric_direction(self.metric, self.mode)
-        elif self.mode not in _MODES:
-            metric_direction("", self.mode)
+        elif self.mode != "auto":
+            raise ValueError(
+                f"BestExport(mode={self.mode!r}) needs a metric to apply to (got metric=None, "
+                "which ranks by the early-stopping metric or 'loss' in their own direction). "
+                "Pass BestExport('<head>/<metric>', mode=...), or leave mode='auto'."
+            )
 
     @property
     def direction(self) -> str:
@@ -185,12 +201,13 @@ class BestExport:
 
 
 def _check_metric(what: str, metric: str, heads: HeadSet) -> None:
-    if metric not in heads.metric_names:
-        close = difflib.get_close_matches(metric, heads.metric_names, n=1)
+    names = heads.metric_names
+    if metric not in names:
+        close = difflib.get_close_matches(metric, names, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"{what}: evaluation produces no metric {metric!r}. The HeadSet's metrics are "
-            f"{list(heads.metric_names)!r}.{hint}"
+            f"{list(names)!r}.{hint}"
         )
 
 

@@ -261,3 +261,16 @@ def test_every_export_path_removes_leftovers_of_killed_exports(trained, tmp_path
     (leftover / "saved_model.pb").write_bytes(b"half")
     export_dir = hk.export(estimator, str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(export_dir)]
+
+
+def test_load_keeps_custom_callables_that_import_and_names_those_that_do_not():
+    from headkit.loading import _serving_heads
+
+    data = {"heads": [{"name": "y", "output": {"type": "regression"},
+                       "loss": {"callable": "headkit.losses:_mae"},
+                       "metrics": ["mae", {"callable": "no_such_module:metric"}]}]}
+    with pytest.warns(UserWarning, match=r"\(y.metrics: no_such_module:metric\)"):
+        heads = _serving_heads(data, "export")
+    from headkit import losses
+
+    assert heads["y"].loss is losses._mae and heads["y"].metrics == ("mae",)

@@ -276,3 +276,23 @@ def test_plain_tf_estimator_rejected(tmp_path):
     estimator = tf.estimator.Estimator(lambda features, labels, mode: None, str(tmp_path))
     with pytest.raises(TypeError, match="needs an hk.Estimator"):
         hk.train_and_evaluate(estimator, None, None, max_steps=10)
+
+
+def test_a_run_whose_every_evaluation_was_nan_stops_with_a_readable_reason(trained, tmp_path):
+    estimator, _, _ = trained
+    rule = hk.EarlyStopping("loss", patience=1)
+    state = RunState(estimator, rule, None, _ranking(rule, None), None)
+    state.path = str(tmp_path / STATE_FILE)
+    exporter = _Exporter(state)
+    checkpoint = estimator.latest_checkpoint()
+    for step in (10, 20):
+        exporter.export(estimator, "", checkpoint,
+                        {"global_step": np.int64(step), "loss": float("nan")}, False)
+    assert "(best none: every value was NaN)" in state.stop_reason()
+
+
+def test_a_best_export_mode_without_a_metric_is_refused():
+    with pytest.raises(ValueError, match=r"BestExport\(mode='max'\) needs a metric"):
+        hk.BestExport(mode="max")
+    with pytest.raises(ValueError, match=r"BestExport.mode must be one of .* \(got 'up'\)"):
+        hk.BestExport(mode="up")
