@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -29,7 +30,8 @@ def _read_rows(path: str) -> List[Dict[str, Any]]:
     if path.endswith(".csv"):
         with open(path, newline="") as handle:
             return [dict(row) for row in csv.DictReader(handle)]
-    raise ValueError(f"{path}: expected a .csv or .jsonl file")
+    suffix = os.path.splitext(path)[1] or "no suffix"
+    raise ValueError(f"{path}: expected a .csv or .jsonl file (got {suffix}); one row per line")
 
 
 def _jsonable(value: Any) -> Any:

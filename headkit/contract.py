@@ -92,19 +92,24 @@ def verify(export_dir: str, expected: Mapping[str, Mapping[str, Any]]) -> List[s
     return problems
 
 
+def _described(info: Any) -> str:
+    return f"got {tf.as_dtype(info.dtype).name} {_shape(info)}"
+
+
 def _serving_rules(key: str, sig: Any, method: str) -> List[str]:
     problems = []
     string, float32 = tf.string.as_datatype_enum, tf.float32.as_datatype_enum
     if method in (outputs_lib.CLASSIFY, outputs_lib.REGRESS):
         info = sig.inputs.get("inputs")
         if info is not None and (info.dtype != string or _shape(info) not in ([-1], None)):
-            problems.append(f"{key!r}: input 'inputs' must be a 1-D string tensor")
+            problems.append(f"{key!r}: input 'inputs' must be a 1-D string tensor of serialized "
+                            f"tf.Example ({_described(info)})")
     if method == outputs_lib.CLASSIFY:
         classes, scores = sig.outputs.get("classes"), sig.outputs.get("scores")
         if classes is not None and classes.dtype != string:
-            problems.append(f"{key!r}: 'classes' must be a string tensor")
+            problems.append(f"{key!r}: 'classes' must be a string tensor ({_described(classes)})")
         if scores is not None and scores.dtype != float32:
-            problems.append(f"{key!r}: 'scores' must be a float tensor")
+            problems.append(f"{key!r}: 'scores' must be a float tensor ({_described(scores)})")
         shapes = [_shape(t) for t in (classes, scores) if t is not None]
         if any(s is None or len(s) != 2 for s in shapes) or len({s[1] for s in shapes if s}) > 1:
             problems.append(f"{key!r}: 'classes' and 'scores' must be [batch, k] with one k "
@@ -113,5 +118,5 @@ def _serving_rules(key: str, sig: Any, method: str) -> List[str]:
         out = sig.outputs.get("outputs")
         if out is not None and (out.dtype != float32 or _shape(out) not in ([-1], [-1, 1])):
             problems.append(f"{key!r}: 'outputs' must be float [batch] or [batch, 1] "
-                            f"(got {tf.as_dtype(out.dtype).name} {_shape(out)})")
+                            f"({_described(out)})")
     return problems
