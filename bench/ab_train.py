@@ -49,7 +49,8 @@ def train_session(model_fn: Any, paths: Dict[str, str]) -> Tuple[Any, List[Any],
 
 
 def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str]) -> Dict:
-    from headkit.model_fn import make_model_fn, resolve_optimizer
+    from headkit.estimator.model_fn import make_model_fn
+    from headkit.estimator.optimizers import resolve_optimizer
 
     sessions = {
         "handwritten": train_session(variants.handwritten_model_fn, paths),

@@ -261,7 +261,8 @@ def measure_keras_fit(steps_per_execution: int, args) -> Dict:
 def measure_scaling(n_heads: int, args) -> Dict:
     """headkit with n_heads heads: the TRAIN graph's build time, then steps/s."""
     import headkit as hk
-    from headkit.model_fn import make_model_fn, resolve_optimizer
+    from headkit.estimator.model_fn import make_model_fn
+    from headkit.estimator.optimizers import resolve_optimizer
 
     paths, _ = _paths(args)
     heads = headkit_heads(n_heads)

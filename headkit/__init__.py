@@ -1,4 +1,4 @@
-"""headkit: declarative multi-head tf.estimator models with a Keras body.
+"""headkit: declarative multi-head TensorFlow models with a Keras body.
 
 Example:
     >>> import headkit as hk
@@ -9,8 +9,15 @@ Example:
 
 import importlib
 
-from headkit.heads import Classification, Head, Predict, Regression
-from headkit.headset import HeadSet, metric_key
+from headkit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ExportError,
+    HeadkitError,
+    NonFiniteLossError,
+)
+from headkit.spec import Classification, Head, HeadSet, Predict, Regression, metric_key
 
 __version__ = "0.1.0"
 
@@ -19,20 +26,16 @@ __version__ = "0.1.0"
 _LAZY = {
     "Estimator": "headkit.estimator",
     "export": "headkit.serving",
-    "load": "headkit.serving",
-    "ExportError": "headkit.serving",
-    "LoadedModel": "headkit.serving",
-    "DataError": "headkit.errors",
-    "NonFiniteLossError": "headkit.errors",
-    "CheckpointError": "headkit.checkpoints",
-    "input_fn": "headkit.inputs",
-    "input_fn_from_dataframe": "headkit.inputs",
-    "train_and_evaluate": "headkit.training",
-    "EarlyStopping": "headkit.training",
-    "BestExport": "headkit.training",
-    "TrainResult": "headkit.run_state",
-    "Evaluation": "headkit.run_state",
-    "quiet_tensorflow": "headkit.progress",
+    "load": "headkit.serving.loading",
+    "LoadedModel": "headkit.serving.loading",
+    "input_fn": "headkit.data.inputs",
+    "input_fn_from_dataframe": "headkit.data.inputs",
+    "train_and_evaluate": "headkit.training.loop",
+    "EarlyStopping": "headkit.training.rules",
+    "BestExport": "headkit.training.rules",
+    "TrainResult": "headkit.training.result",
+    "Evaluation": "headkit.training.result",
+    "quiet_tensorflow": "headkit.training.progress",
 }
 
 __all__ = [
@@ -42,6 +45,12 @@ __all__ = [
     "Head",
     "HeadSet",
     "metric_key",
+    "HeadkitError",
+    "ConfigError",
+    "DataError",
+    "NonFiniteLossError",
+    "ExportError",
+    "CheckpointError",
     *_LAZY,
     "__version__",
 ]

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from headkit.progress import quiet_tensorflow
+from headkit.training.progress import quiet_tensorflow
 
 __all__ = ["main"]
 
@@ -65,7 +65,7 @@ def _typed_rows(rows: List[Dict[str, Any]], spec: Dict[str, Dict[str, Any]]) -> 
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from headkit.inspection import describe_export, format_table
+    from headkit.serving.inspection import describe_export, format_table
 
     description = describe_export(args.export_dir)
     if args.json:

@@ -9,6 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
+#: The repository root.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 VOCABULARY = ("a", "b", "c")
 
 

@@ -122,14 +122,14 @@ def test_every_python_block_of_the_page_runs_and_prints_what_it_shows(page, ran)
 
 
 def test_serving_table_is_the_signature_table_of_its_heads(ran):
-    from headkit.outputs import signature_table
+    from headkit.serving import signature_table
 
     namespace = ran("serving.md")
     with open(os.path.join(DOCS, "serving.md")) as handle:
         text = handle.read()
     rows = re.findall(r"^\| `([^`]+)` \| (\w+) \|", text, re.M)
     table = signature_table(namespace["heads"])
-    assert dict(rows) == {key: info["method"].rsplit("/", 1)[-1] for key, info in table.items()}
+    assert dict(rows) == {key: sig.method.rsplit("/", 1)[-1] for key, sig in table.items()}
 
 
 def test_json_and_toml_blocks_parse_and_head_configs_are_valid():

@@ -1,0 +1,129 @@
+"""The Keras body: built fresh, fed the features its Inputs name, its outputs read per head.
+
+Backend-neutral: the Estimator's model_fn and the Keras backend both call it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+
+import tensorflow as tf
+
+from headkit import kinds
+from headkit.errors import ConfigError, ConfigTypeError, DataError
+from headkit.spec.headset import HeadSet
+
+__all__ = ["Body", "instantiate_body", "check_body", "body_inputs", "outputs_by_head",
+           "input_specs"]
+
+#: A body: a function returning a fresh ``tf.keras.Model``, or a Keras model
+#: (functional or Sequential) that is cloned into each graph.
+Body = Union[Callable[[], tf.keras.Model], tf.keras.Model]
+
+
+def check_body(body: Any) -> Body:
+    """``body`` if it can be a body (a builder function or a Keras model); else a clear error.
+
+    Example:
+        >>> check_body(lambda: None) is not None
+        True
+    """
+    if not (callable(body) or isinstance(body, tf.keras.Model)):
+        raise ConfigTypeError(
+            f"body must be a function returning a tf.keras.Model, or a Keras model "
+            f"(got {body!r}).", field="body",
+        )
+    return body
+
+
+def instantiate_body(body: Body) -> tf.keras.Model:
+    """A fresh Keras model for the current graph: the builder's result, or a clone.
+
+    Example:
+        >>> with tf.Graph().as_default():  # doctest: +SKIP
+        ...     model = instantiate_body(build_body)
+    """
+    if isinstance(body, tf.keras.Model):
+        try:
+            return tf.keras.models.clone_model(body)
+        except ValueError as error:
+            raise ConfigTypeError(
+                f"body: a subclassed Keras model cannot be cloned into the Estimator's graph "
+                f"({error}). Pass a function that builds the model instead: "
+                "hk.Estimator(build_body, ...).", field="body",
+            ) from error
+    model = body()
+    if not isinstance(model, tf.keras.Model):
+        raise ConfigTypeError(
+            f"body: the body function must return a tf.keras.Model (got {type(model).__name__}).",
+            field="body",
+        )
+    return model
+
+
+def body_inputs(model: tf.keras.Model, features: Any) -> Any:
+    """Select and arrange the features the body's Keras Inputs ask for.
+
+    Example:
+        >>> body_inputs(model, {"x": x, "unused": u})  # doctest: +SKIP
+        {'x': x}
+    """
+    if not isinstance(features, Mapping) or not getattr(model, "_is_graph_network", False):
+        return features
+    names = list(model.input_names)
+    missing = [n for n in names if n not in features]
+    if missing:
+        raise DataError(
+            f"body: the Keras Inputs {missing!r} have no feature of that name. Features given: "
+            f"{sorted(features)!r}. Name each tf.keras.Input after its feature."
+        )
+    structure = model.input
+    if isinstance(structure, Mapping):
+        return {n: features[n] for n in names}
+    if isinstance(structure, (list, tuple)):
+        return [features[n] for n in names]
+    return features[names[0]]
+
+
+def outputs_by_head(heads: HeadSet, model: tf.keras.Model, raw: Any) -> Dict[str, Any]:
+    """The body's outputs keyed by head name, each checked by its head's kind.
+
+    Example:
+        >>> outputs_by_head(heads, model, model(inputs))  # doctest: +SKIP
+        {'species': <tf.Tensor ...>, 'body_mass_g': <tf.Tensor ...>}
+    """
+    if not isinstance(raw, Mapping):
+        if len(heads) == 1 and tf.is_tensor(raw):
+            return {heads.names[0]: kinds.get(heads.heads[0]).check_output(heads.heads[0], raw)}
+        if isinstance(raw, (list, tuple)) and len(raw) == len(getattr(model, "output_names", ())):
+            raw = dict(zip(model.output_names, raw))
+        else:
+            raise ConfigError(
+                f"body: outputs must be a dict keyed by head name {list(heads.names)!r} "
+                f"(got {type(raw).__name__}). Build the model as "
+                "tf.keras.Model(inputs, {'<head>': tensor, ...}).", field="body",
+            )
+    missing = [n for n in heads.names if n not in raw]
+    extra = [k for k in raw if k not in heads.names]
+    if missing or extra:
+        raise ConfigError(
+            f"body: outputs {sorted(raw)!r} do not match the heads {list(heads.names)!r}"
+            + (f"; no output for head(s) {missing!r}" if missing else "")
+            + (f"; output(s) {extra!r} match no head (add a Head or drop them)" if extra else "")
+            + ".", field="body",
+        )
+    return {head.name: kinds.get(head).check_output(head, raw[head.name]) for head in heads}
+
+
+def input_specs(body: Body) -> Optional[Dict[str, tf.TensorSpec]]:
+    """The body's Keras ``Input``s by name (None for a body without them), built in a scratch graph.
+
+    Example:
+        >>> input_specs(build_body)  # doctest: +SKIP
+        {'x': TensorSpec(shape=(None, 4), dtype=tf.float32, name=None)}
+    """
+    with tf.Graph().as_default():
+        model = instantiate_body(body)
+        if not getattr(model, "_is_graph_network", False) or not model.inputs:
+            return None
+        return {n: tf.TensorSpec(t.shape, t.dtype) for n, t in zip(model.input_names, model.inputs)}

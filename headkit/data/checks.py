@@ -1,0 +1,196 @@
+"""Data checks: in-memory features and labels checked against the heads in numpy, before any graph.
+
+Every trained head has its labels, of the right dtype and shape, class ids in
+range, strings in the vocabulary, finite floats, sane example weights, and
+every column the same length. Missing labels (NaN, None) become each head's
+``missing_label``. Errors name the column or head, the offending values and
+their first rows, and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from headkit import kinds
+from headkit.errors import DataError, DataTypeError
+from headkit.kinds.base import missing_rows, row_list, value_list
+from headkit.spec.head import Head
+from headkit.spec.headset import HeadSet
+
+__all__ = ["prepare", "series_to_numpy", "Columns"]
+
+Columns = Mapping[str, Any]
+def _as_column(name: str, value: Any, what: str) -> np.ndarray:
+    column = np.asarray(value)
+    if column.ndim == 0:
+        raise DataError(
+            f"{what} {name!r}: expected one value per row, an array of shape [n, ...] "
+            f"(got the scalar {value!r}). Pass a list or numpy array."
+        )
+    return column
+
+
+# ------------------------------------------------------------------ features
+
+
+def _string_column(name: str, column: np.ndarray, what: str) -> np.ndarray:
+    missing = missing_rows(column)
+    if missing.any():
+        raise DataError(
+            f"{what} {name!r} has missing values (NaN or None) at rows {row_list(missing)}; "
+            "expected a string in every row. Fill them (e.g. df[col].fillna('unknown')) "
+            "or drop those rows."
+        )
+    flat = column.ravel()
+    bad = np.array([not isinstance(v, (str, bytes)) for v in flat]).reshape(len(column), -1)
+    if bad.any():
+        raise DataTypeError(
+            f"{what} {name!r} mixes strings with other values {value_list(flat[bad.ravel()])} "
+            f"at rows {row_list(bad.any(axis=1))}; expected one type per column. "
+            "Convert the column with .astype(str) or to numbers."
+        )
+    return column.astype(bytes if isinstance(flat[0], bytes) else str)
+
+
+def _feature(name: str, value: Any) -> np.ndarray:
+    column = _as_column(name, value, "feature")
+    kind = column.dtype.kind
+    if kind == "O":
+        column = _string_column(name, column, "feature")
+    elif kind == "f":
+        bad = ~np.isfinite(column).reshape(len(column), -1).all(axis=1)
+        if bad.any():
+            raise DataError(
+                f"feature {name!r} has non-finite values (NaN or inf) at rows {row_list(bad)}; "
+                "expected finite floats. Fill them (e.g. df[col].fillna(df[col].mean())) "
+                "or drop those rows (df.dropna(subset=[col]))."
+            )
+        column = column.astype(np.float32)
+    elif kind in "iu":
+        column = column.astype(np.int64)
+    elif kind not in "bUS":
+        raise DataTypeError(
+            f"feature {name!r} has dtype {column.dtype}; expected numbers, booleans or "
+            "strings. Convert it first (e.g. a date to a number of days)."
+        )
+    return column.reshape(-1, 1) if column.ndim == 1 else column
+
+
+def _check_weights(head: Head, features: Mapping[str, np.ndarray]) -> None:
+    column = head.weight_column
+    if column not in features:
+        raise DataError(
+            f"Head {head.name!r}: weight_column {column!r} is not among the features "
+            f"{sorted(features)!r}. Add the weight column to the features."
+        )
+    weights = features[column]
+    if weights.dtype.kind not in "fiu" or weights.reshape(len(weights), -1).shape[1] != 1:
+        raise DataError(
+            f"Head {head.name!r}: weight_column {column!r} must hold one number per row "
+            f"(got dtype {weights.dtype}, shape {weights.shape})."
+        )
+    flat = weights.reshape(-1).astype(np.float64)
+    bad = ~np.isfinite(flat) | (flat < 0)
+    if bad.any():
+        raise DataError(
+            f"Head {head.name!r}: weight_column {column!r} must hold finite weights >= 0; "
+            f"got {value_list(flat[bad])} at rows {row_list(bad)}. Use weight 0 to leave a row "
+            "out of this head's loss."
+        )
+
+
+def _head_labels(head: Head, value: Any) -> np.ndarray:
+    column = _as_column(head.label_key, value, f"Head {head.name!r}: labels")
+    return kinds.get(head).numpy_labels(head, column)
+
+
+# ------------------------------------------------------------------ checking
+
+
+def _check_lengths(columns: Mapping[str, np.ndarray]) -> int:
+    lengths = {name: len(column) for name, column in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(
+            f"All columns must have the same number of rows (got {lengths}). "
+            "Align the features and labels row by row."
+        )
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise DataError(f"The data has no rows (columns {sorted(lengths)!r}).")
+    return n
+
+
+def prepare(
+    features: Columns, labels: Optional[Union[Columns, Any]], heads: HeadSet
+) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, np.ndarray]], int]:
+    """Check features and labels against the heads; return them as numpy, and the row count.
+
+    Example:
+        >>> import headkit as hk
+        >>> heads = hk.HeadSet([hk.Head("y", hk.Regression())])
+        >>> features, labels, n = prepare({"x": [1, 2]}, {"y": [0.5, 1.5]}, heads)
+        >>> features["x"].shape, labels["y"].dtype, n
+        ((2, 1), dtype('float32'), 2)
+    """
+    if not isinstance(heads, HeadSet):
+        heads = HeadSet(heads)
+    if not isinstance(features, Mapping) or not features:
+        raise DataTypeError(
+            f"features must be a non-empty dict of column name -> array (got "
+            f"{type(features).__name__}). Write features={{'x': x}}."
+        )
+    raw = {name: _as_column(name, value, "feature") for name, value in features.items()}
+    n = _check_lengths(raw)
+    for head in heads.trained_heads:
+        if head.weight_column is not None:
+            _check_weights(head, raw)
+    prepared = {name: _feature(name, column) for name, column in raw.items()}
+    if labels is None:
+        return prepared, None, n
+    keys = heads.label_keys
+    if not isinstance(labels, Mapping):
+        if len(keys) != 1:
+            raise DataTypeError(
+                f"labels must be a dict keyed by the label keys {list(keys)!r} (got "
+                f"{type(labels).__name__})."
+            )
+        labels = {keys[0]: labels}
+    predict_only = set(heads.names) - set(keys)
+    extra = sorted(k for k in labels if k not in keys and k not in predict_only)
+    if extra:
+        raise DataError(
+            f"labels {extra!r} match no trained head's label key {list(keys)!r}. Remove them, "
+            "or add a Head for each."
+        )
+    ready: Dict[str, np.ndarray] = {}
+    for head in heads.trained_heads:
+        if head.label_key not in labels:
+            raise DataError(
+                f"Head {head.name!r} has no labels: label key {head.label_key!r} is not among "
+                f"the labels {sorted(labels)!r}. Add the column, or make the head "
+                "hk.Predict() if it is only exported."
+            )
+        ready[head.label_key] = _head_labels(head, labels[head.label_key])
+    n = _check_lengths({**prepared, **{f"label {k}": v for k, v in ready.items()}})
+    return prepared, ready, n
+
+
+def series_to_numpy(series: Any) -> np.ndarray:
+    """A DataFrame column as numpy, with pandas' missing values (NA) as NaN or None.
+
+    Example:
+        >>> import pandas as pd
+        >>> series_to_numpy(pd.Series(["a", None], dtype="string")).tolist()
+        ['a', None]
+    """
+    if isinstance(series.dtype, np.dtype):
+        return series.to_numpy()
+    if series.dtype.kind in "fiu":  # nullable Int64 / Float64
+        if series.isna().any():
+            return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return series.to_numpy(dtype=np.float64 if series.dtype.kind == "f" else np.int64)
+    values = series.astype(object).to_numpy()  # category, string, boolean
+    values[series.isna().to_numpy()] = None
+    return values

@@ -1,0 +1,14 @@
+"""The declarative layer: heads, output types, HeadSets, config files, the catalog of names.
+
+Imports no TensorFlow (import-linter checks it): everything here is plain
+configuration, checked when it is built.
+"""
+
+from headkit.spec.catalog import metric_direction
+from headkit.spec.head import Head, LossFn
+from headkit.spec.headset import HeadSet
+from headkit.spec.keys import metric_key
+from headkit.spec.output_types import Classification, OutputType, Predict, Regression
+
+__all__ = ["Head", "HeadSet", "Classification", "Regression", "Predict", "OutputType", "LossFn",
+           "metric_key", "metric_direction"]

@@ -1,0 +1,285 @@
+"""Declarative heads: one model output with its type, loss, metrics and weight.
+
+This module imports no TensorFlow: a head is plain configuration, checked
+when it is built. Loss and metric names are checked against
+``headkit.spec.catalog``; each error names the field (``ConfigError.field``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Tuple, Union
+
+import attrs
+
+from headkit.errors import ConfigError, ConfigTypeError
+from headkit.spec import catalog
+from headkit.spec.keys import NAME_PATTERN, TOTAL_LOSS
+from headkit.spec.output_types import Classification, OutputType, Predict, Regression
+from headkit.spec.scalars import as_bool, as_float
+
+__all__ = ["Head", "LossFn", "metric_name"]
+
+#: A per-example loss: ``(labels, outputs) -> losses`` of shape ``[batch]``.
+LossFn = Callable[[Any, Any], Any]
+
+
+def _check_name(head: "Head", attribute: attrs.Attribute, name: Any) -> None:
+    # fullmatch: with match(), `$` would also accept a name ending in a newline.
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"Head name must match {NAME_PATTERN.pattern} (got {name!r}): it is used as a "
+            "label key, a body output key, a metric prefix and a signature key. "
+            "Use letters, digits, '_', '-' or '.', starting with a letter.", field="name",
+        )
+
+
+def _check_output(head: "Head", attribute: attrs.Attribute, output: Any) -> None:
+    if not isinstance(output, (Classification, Regression, Predict)):
+        raise ConfigTypeError(
+            f"Head {head.name!r}: output must be hk.Classification, hk.Regression or "
+            f"hk.Predict (got {output!r}). For example hk.Head({head.name!r}, hk.Regression()).",
+            field="output",
+        )
+
+
+def _check_weight(head: "Head", attribute: attrs.Attribute, weight: Any) -> None:
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not math.isfinite(weight)
+        or weight < 0
+    ):
+        raise ConfigError(
+            f"Head {head.name!r}: weight must be a finite number >= 0 (got {weight!r}). "
+            "It scales the head's loss in the total; use 0 to evaluate without training.",
+            field="weight",
+        )
+
+
+_NAN = float("nan")
+
+
+def _same_nan(value: Any) -> Any:
+    """Every NaN becomes one object, so heads holding NaN compare equal."""
+    value = as_float(value) if not isinstance(value, str) else value
+    if isinstance(value, float) and math.isnan(value):
+        return _NAN
+    return value
+
+
+def _same_label(a: Any, b: Any) -> bool:
+    """Equality of missing_label values, where NaN equals NaN (``==`` says it does not).
+
+    ``_same_nan`` turns every NaN into one object, so ``is`` finds them equal.
+    """
+    return a is b or a == b
+
+
+def _to_tuple(value: Any) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return (value,)
+    return tuple(value)
+
+
+def metric_name(head_name: str, metric: Any, field: str = "metrics") -> str:
+    """The short name of one metric spec: a registered name, or a Keras metric's name.
+
+    Example:
+        >>> metric_name("y", "rmse")
+        'rmse'
+    """
+    if isinstance(metric, str):
+        return metric
+    name = getattr(metric, "name", None)
+    if isinstance(name, str) and not isinstance(metric, type):
+        return name
+    if isinstance(metric, type) or callable(metric):
+        try:
+            built = metric()
+        except Exception as error:  # the user's factory: report what it raised
+            raise ConfigError(
+                f"Head {head_name!r}: metric {metric!r} could not be built without "
+                f"arguments ({error}). Pass an instance, e.g. tf.keras.metrics.AUC(name='auc_pr', "
+                "curve='PR'), or a zero-argument factory.", field=field,
+            ) from error
+        name = getattr(built, "name", None)
+        if isinstance(name, str):
+            return name
+    raise ConfigTypeError(
+        f"Head {head_name!r}: a metric must be a registered name ({', '.join(catalog.METRICS)}), "
+        f"a Keras metric instance or class, or a zero-argument factory (got {metric!r}).",
+        field=field,
+    )
+
+
+@attrs.frozen(kw_only=False)
+class Head:
+    """One output of a multi-head model, declared.
+
+    A head's ``name`` is its label key (unless ``label_key`` says otherwise),
+    the key of its output in the body's output dict, the prefix of its
+    metrics (``"<name>/<metric>"``) and its signature key in exports.
+
+    Args:
+        name: the head's name.
+        output: ``Classification``, ``Regression`` or ``Predict``.
+        loss: ``None`` for the output type's default (``cross_entropy`` or
+            ``mse``), a name from ``headkit.spec.catalog.LOSSES``, or a callable
+            ``(labels, outputs) -> per-example loss``.
+        metrics: names from ``headkit.spec.catalog.METRICS``, Keras metric instances
+            or classes, or zero-argument factories returning a Keras metric.
+        weight: the head's weight in the total loss, >= 0.
+        is_default: whether this head serves ``serving_default``.
+        label_key: the labels key, when it differs from ``name``.
+        missing_label: the label value that means "this row has no label
+            for this head" (e.g. ``-1``, ``""`` or ``float("nan")``). Such rows
+            are masked out of the head's loss and metrics, not dropped. The
+            input functions turn NaN and None in the data into this value.
+            ``None`` (the default): every row must carry this head's label.
+        weight_column: a feature holding per-row weights for this head.
+
+    Example:
+        >>> head = Head("species", Classification(vocabulary=("a", "b", "c")),
+        ...             metrics=("accuracy",), is_default=True)
+        >>> head.label_key, head.metric_names
+        ('species', ('loss', 'accuracy'))
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    output: OutputType = attrs.field(validator=_check_output)
+    loss: Union[str, LossFn, None] = attrs.field(default=None, kw_only=True)
+    metrics: Tuple[Any, ...] = attrs.field(default=(), converter=_to_tuple, kw_only=True)
+    weight: float = attrs.field(default=1.0, converter=as_float, validator=_check_weight,
+                                kw_only=True)
+    is_default: bool = attrs.field(default=False, converter=as_bool, kw_only=True)
+    label_key: str = attrs.field(
+        default=attrs.Factory(lambda self: self.name, takes_self=True), kw_only=True
+    )
+    missing_label: Any = attrs.field(
+        default=None, converter=_same_nan, eq=attrs.cmp_using(eq=_same_label), hash=False,
+        kw_only=True,
+    )
+    weight_column: Optional[str] = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.is_default, bool):
+            raise ConfigTypeError(
+                f"Head {self.name!r}: is_default must be True or False (got {self.is_default!r}).",
+                field="is_default",
+            )
+        for field in ("label_key", "weight_column"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigTypeError(
+                    f"Head {self.name!r}: {field} must be a non-empty string or None "
+                    f"(got {value!r}).", field=field,
+                )
+        if not self.output.is_trained:
+            self._check_untrained_head()
+            return
+        self._check_loss()
+        self._check_missing_label()
+        names = [metric_name(self.name, m, f"metrics[{i}]") for i, m in enumerate(self.metrics)]
+        for index, (metric, short) in enumerate(zip(self.metrics, names)):
+            if isinstance(metric, str):
+                self._check_metric_name(metric, f"metrics[{index}]")
+            if "/" in short or short == TOTAL_LOSS:
+                raise ConfigError(
+                    f"Head {self.name!r}: metric name {short!r} is not allowed: 'loss' is "
+                    "reported for every trained head and '/' separates head and metric. "
+                    "Give the Keras metric another name=.", field=f"metrics[{index}]",
+                )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(
+                f"Head {self.name!r}: metric names must be unique (repeated: {repeated!r}). "
+                "Give each Keras metric its own name=.", field="metrics",
+            )
+
+    def _check_loss(self) -> None:
+        loss, kind = self.loss, self.output.kind
+        known = catalog.loss_names(kind)
+        if isinstance(loss, str):
+            if loss not in known:
+                raise ConfigError(
+                    f"Head {self.name!r}: unknown loss {loss!r} for a {kind} head. "
+                    f"Known losses: {', '.join(known)}; or pass a callable "
+                    "(labels, outputs) -> per-example loss.", field="loss",
+                )
+        elif loss is not None and not callable(loss):
+            raise ConfigTypeError(
+                f"Head {self.name!r}: loss must be a name from {known}, a callable "
+                f"(labels, outputs) -> per-example loss, or None (got {loss!r}).", field="loss",
+            )
+
+    def _check_metric_name(self, metric: str, field: str) -> None:
+        kind = self.output.kind
+        known = catalog.metric_names(kind)
+        if metric not in known:
+            raise ConfigError(
+                f"Head {self.name!r}: unknown metric {metric!r} for a {kind} head. "
+                f"Known metrics: {', '.join(known)}; or pass a Keras metric, "
+                "e.g. tf.keras.metrics.TopKCategoricalAccuracy(k=2).", field=field,
+            )
+        if catalog.METRICS[metric].binary_only and not self.output.is_binary:
+            raise ConfigError(
+                f"Head {self.name!r}: metric {metric!r} needs a binary head (n_classes=2, got "
+                f"{self.output.n_classes}). For several classes pass a Keras metric with the "
+                "averaging you want, e.g. tf.keras.metrics.AUC(multi_label=True).", field=field,
+            )
+
+    def _check_missing_label(self) -> None:
+        missing = self.missing_label
+        if missing is None:
+            return
+        expected = self.output.missing_label_expected(missing)
+        if expected is not None:
+            raise ConfigError(
+                f"Head {self.name!r}: missing_label must be {expected} (got {missing!r}), "
+                "so that it cannot be mistaken for a real label.", field="missing_label",
+            )
+
+    def _check_untrained_head(self) -> None:
+        given = {
+            "loss": self.loss,
+            "metrics": self.metrics or None,
+            "label_key": None if self.label_key == self.name else self.label_key,
+            "missing_label": self.missing_label,
+            "weight_column": self.weight_column,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        if self.weight != 1.0:
+            given["weight"] = self.weight
+        if given:
+            raise ConfigError(
+                f"Head {self.name!r}: a Predict head is exported, never trained, so it takes "
+                f"no {', '.join(given)} (got {given!r}). Remove them, or use "
+                "hk.Classification / hk.Regression to train this output.", field=next(iter(given)),
+            )
+
+    @property
+    def kind(self) -> str:
+        """The output kind's name: the module of ``headkit.kinds`` that implements it."""
+        return self.output.kind
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the head has labels, a loss and metrics (not a ``Predict`` head)."""
+        return self.output.is_trained
+
+    @property
+    def loss_name(self) -> Union[str, LossFn, None]:
+        """The loss to use: the given one or the output type's default."""
+        if not self.is_trained:
+            return None
+        return self.loss if self.loss is not None else catalog.loss_names(self.kind)[0]
+
+    @property
+    def metric_names(self) -> Tuple[str, ...]:
+        """Short names of the metrics evaluation reports, ``loss`` first."""
+        if not self.is_trained:
+            return ()
+        return (TOTAL_LOSS,) + tuple(metric_name(self.name, m) for m in self.metrics)

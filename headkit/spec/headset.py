@@ -1,0 +1,201 @@
+"""HeadSet: the heads of one model, checked together, and their names.
+
+Imports no TensorFlow, except to rebuild Keras metrics named in a dict.
+Reading and writing dicts and JSON or TOML files is in ``headkit.spec.config``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+
+import attrs
+
+from headkit.errors import ConfigError, ConfigTypeError
+from headkit.spec import config
+from headkit.spec.head import Head
+from headkit.spec.keys import RESERVED_NAMES, TOTAL_LOSS, metric_key
+
+__all__ = ["HeadSet"]
+
+
+def _to_heads(heads: Iterable[Head]) -> Tuple[Head, ...]:
+    if isinstance(heads, Head):
+        return (heads,)
+    return tuple(heads)
+
+
+@attrs.frozen
+class HeadSet:
+    """The heads of one model, checked across each other.
+
+    Checks: at least one head, unique names, no reserved name (``loss``,
+    ``predict``, ``serving_default``), exactly one default head (a lone head
+    is the default by itself), and at least one trained head.
+
+    Example:
+        >>> heads = HeadSet([
+        ...     Head("species", Classification(3), metrics=("accuracy",), is_default=True),
+        ...     Head("mass", Regression(), metrics=("rmse",), weight=0.5),
+        ... ])
+        >>> heads.default_head.name
+        'species'
+        >>> heads.metric_names
+        ('loss', 'species/loss', 'species/accuracy', 'mass/loss', 'mass/rmse')
+    """
+
+    heads: Tuple[Head, ...] = attrs.field(converter=_to_heads)
+
+    def __attrs_post_init__(self) -> None:
+        heads = self.heads
+        if not heads:
+            raise ConfigError("A HeadSet needs at least one head (got none).", field="heads")
+        not_heads = [h for h in heads if not isinstance(h, Head)]
+        if not_heads:
+            raise ConfigTypeError(
+                f"HeadSet takes hk.Head objects (got {not_heads!r}). "
+                "Wrap each output as hk.Head(name, output_type).", field="heads",
+            )
+        names = [h.name for h in heads]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(
+                f"Head names must be unique (repeated: {repeated!r}). Each name is a label "
+                "key, an output key and a signature key; rename one of them.", field="heads",
+            )
+        reserved = [n for n in names if n in RESERVED_NAMES]
+        if reserved:
+            raise ConfigError(
+                f"Head name {reserved[0]!r} is reserved: {RESERVED_NAMES!r} are signature keys "
+                f"or the total loss. Rename the head, e.g. {reserved[0] + '_head'!r}.",
+                field="heads",
+            )
+        defaults = [h.name for h in heads if h.is_default]
+        if len(heads) > 1 and len(defaults) != 1:
+            found = "none" if not defaults else f"{len(defaults)}: {defaults!r}"
+            raise ConfigError(
+                f"Exactly one head must have is_default=True (found {found}) among "
+                f"{names!r}. It serves 'serving_default'; set is_default=True on one head.",
+                field="heads",
+            )
+        if not any(h.is_trained for h in heads):
+            raise ConfigError(
+                f"At least one head must be trained (Classification or Regression); all of "
+                f"{names!r} are Predict heads, so there is no loss to minimize.", field="heads",
+            )
+        label_keys = [h.label_key for h in heads if h.is_trained]
+        shared = sorted({k for k in label_keys if label_keys.count(k) > 1})
+        if shared:
+            readers = [h.name for h in heads if h.is_trained and h.label_key in shared]
+            raise ConfigError(
+                f"Heads {readers!r} read the same label key {shared[0]!r}. Each trained head "
+                "reads its own label column; give each head its own label_key (copy the "
+                "column if two heads really learn the same target).", field="heads",
+            )
+
+    def __iter__(self) -> Iterator[Head]:
+        return iter(self.heads)
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def __getitem__(self, name: str) -> Head:
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise KeyError(f"No head named {name!r}; heads are {list(self.names)!r}.")
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Head names, in order."""
+        return tuple(h.name for h in self.heads)
+
+    @property
+    def default_head(self) -> Head:
+        """The head that serves ``serving_default``."""
+        if len(self.heads) == 1:
+            return self.heads[0]
+        return next(h for h in self.heads if h.is_default)
+
+    @property
+    def trained_heads(self) -> Tuple[Head, ...]:
+        """Heads with labels and a loss (Classification and Regression)."""
+        return tuple(h for h in self.heads if h.is_trained)
+
+    @property
+    def label_keys(self) -> Tuple[str, ...]:
+        """The label keys the trained heads read, without repeats."""
+        return tuple(dict.fromkeys(h.label_key for h in self.trained_heads))
+
+    @property
+    def metric_names(self) -> Tuple[str, ...]:
+        """Every key ``evaluate()`` reports: ``loss``, then ``<head>/<metric>``."""
+        keys = [TOTAL_LOSS]
+        for head in self.trained_heads:
+            keys.extend(metric_key(head.name, m) for m in head.metric_names)
+        return tuple(keys)
+
+    # ----------------------------------------------------------------- dicts
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict; ``HeadSet.from_dict`` reads it back.
+
+        Callable losses and metric factories are saved as ``"module:name"``
+        and must be importable; Keras metric instances as class and config.
+
+        Example:
+            >>> h = HeadSet([Head("y", Regression())])
+            >>> HeadSet.from_dict(h.to_dict()) == h
+            True
+        """
+        return config.heads_to_dict(self.heads)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any],
+                  custom_objects: Optional[Mapping[str, Any]] = None) -> "HeadSet":
+        """Build a HeadSet from a dict such as ``to_dict`` writes or a config file holds.
+
+        Errors name the path of the bad field, e.g. ``heads[1].output``. A
+        custom loss or metric, written ``{"callable": "module:name"}``, is
+        taken from ``custom_objects`` (by that full name or by ``name``):
+        nothing named in a dict is ever imported.
+
+        Example:
+            >>> HeadSet.from_dict({"heads": [
+            ...     {"name": "y", "output": {"type": "regression"}, "metrics": ["mae"]}
+            ... ]}).names
+            ('y',)
+        """
+        heads = config.heads_from_dict(data, custom_objects)
+        try:
+            return cls(heads)
+        except ConfigError as error:
+            raise type(error)(f"heads: {error}", field="heads") from error
+
+    @classmethod
+    def from_file(cls, path: Union[str, "os.PathLike[str]"],
+                  custom_objects: Optional[Mapping[str, Any]] = None) -> "HeadSet":
+        """Read a HeadSet from a ``.json`` or ``.toml`` file holding what ``to_dict`` writes.
+
+        In TOML each head is a ``[[heads]]`` table with an ``[heads.output]``
+        table; leave out any field to take its default. Unknown keys, and a
+        JSON key given twice, are errors. Errors start with the file's path,
+        then the field's path. ``custom_objects`` resolves custom losses and
+        metrics, as for :meth:`from_dict`.
+
+        Example:
+            >>> heads = HeadSet.from_file("examples/heads.toml")  # doctest: +SKIP
+            >>> heads.default_head.name  # doctest: +SKIP
+            'species'
+
+        The file::
+
+            [[heads]]
+            name = "species"
+            is_default = true
+            metrics = ["accuracy"]
+            [heads.output]
+            type = "classification"
+            vocabulary = ["Adelie", "Chinstrap", "Gentoo"]
+        """
+        return config.read_file(path, lambda data: cls.from_dict(data, custom_objects))

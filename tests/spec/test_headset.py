@@ -1,0 +1,60 @@
+"""HeadSet: cross-head checks and names. No TensorFlow: one test proves it in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import headkit as hk
+from tests.conftest import ROOT
+
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def heads():
+    return hk.HeadSet([
+        hk.Head("species", hk.Classification(3), metrics=("accuracy",)),
+        hk.Head("mass", hk.Regression(), label_key="body_mass_g", is_default=True),
+        hk.Head("embedding", hk.Predict()),
+    ])
+
+
+def test_the_default_head_need_not_be_first():
+    assert heads().default_head.name == "mass"
+
+
+def test_label_keys_are_the_trained_heads_keys():
+    assert heads().label_keys == ("species", "body_mass_g")
+
+
+def test_metric_names_cover_trained_heads_only():
+    assert heads().metric_names == ("loss", "species/loss", "species/accuracy", "mass/loss")
+
+
+def test_unknown_head_lookup_lists_the_heads():
+    with pytest.raises(KeyError, match=r"No head named 'size'; heads are \['species', 'mass', "):
+        heads()["size"]
+
+
+def test_a_lone_head_is_the_default():
+    assert hk.HeadSet([hk.Head("y", hk.Regression())]).default_head.name == "y"
+
+
+def test_config_classes_and_file_reading_import_no_tensorflow():
+    code = textwrap.dedent(f"""
+        import sys
+        import headkit as hk
+        heads = hk.HeadSet.from_file({os.path.join(EXAMPLES, "heads.toml")!r})
+        assert hk.HeadSet.from_dict(heads.to_dict()) == heads
+        heads.metric_names
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
+        print(loaded)
+        sys.exit(1 if loaded else 0)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
