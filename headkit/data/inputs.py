@@ -13,6 +13,7 @@ counter (a shuffle buffer would save up to n rows with every checkpoint).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import tempfile
@@ -27,9 +28,27 @@ from headkit.errors import ConfigError, ConfigTypeError
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 
-__all__ = ["input_fn", "input_fn_from_dataframe"]
+__all__ = ["input_fn", "input_fn_from_dataframe", "data_fingerprint"]
 
 InputFn = Callable[[], tf.data.Dataset]
+
+
+def data_fingerprint(*arrays: Any) -> str:
+    """A short fingerprint of the arrays an input reads (and of its settings).
+
+    Example:
+        >>> data_fingerprint(np.zeros(3), "batch 32") == data_fingerprint(np.zeros(3), "batch 32")
+        True
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        if isinstance(array, np.ndarray):
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            data = array.astype(str) if array.dtype.kind == "O" else np.ascontiguousarray(array)
+            digest.update(data.tobytes())
+        else:
+            digest.update(repr(array).encode())
+    return digest.hexdigest()[:32]
 
 
 # ------------------------------------------------------------------- graph
@@ -114,6 +133,10 @@ def _make_input_fn(
 
         return dataset.map(gather)
 
+    # What a resumed run compares, to know whether the data changed since its checkpoint.
+    input_fn.headkit_fingerprint = data_fingerprint(  # type: ignore[attr-defined]
+        *features.values(), *(labels or {}).values(), sorted(features), sorted(labels or {}),
+        n, batch_size, shuffle, num_epochs, seed)
     # The files live as long as the input_fn, and are removed at exit at the latest.
     weakref.finalize(input_fn, shutil.rmtree, directory, ignore_errors=True)
     return input_fn

@@ -5,6 +5,7 @@ It implements the backend protocol (``headkit.training.protocol.Backend``).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import tensorflow as tf
@@ -18,6 +19,7 @@ from headkit.estimator.optimizers import resolve_optimizer
 from headkit.estimator.resume import ResumableEstimator
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
+from headkit.training.record import RECORD_FILE, check_model_dir, write_record
 
 __all__ = ["Estimator"]
 
@@ -38,9 +40,17 @@ class _TranslatingEstimator(ResumableEstimator):
         Example:
             >>> estimator.train(input_fn, steps=100)  # doctest: +SKIP
         """
+        self._write_record()
         with translate_graph_errors():
             return super().train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
                                  saving_listeners=saving_listeners)
+
+    def _write_record(self) -> None:
+        """The chief writes the model_dir record once (checked when the Estimator was built)."""
+        if self.config.is_chief and not os.path.exists(os.path.join(self.model_dir, RECORD_FILE)):
+            if self._record is None:
+                self._record = check_model_dir(self.model_dir, self.heads, self.body)
+            write_record(self.model_dir, self._record)
 
     def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
         """``tf.estimator.Estimator.evaluate``: ``loss`` and ``"<head>/<metric>"``.
@@ -120,6 +130,10 @@ class Estimator(_TranslatingEstimator):
             heads = HeadSet(heads)
         self._heads = heads
         self._body = check_body(body)
+        self._record = None
+        if model_dir is not None and os.path.isdir(model_dir) and os.listdir(model_dir):
+            # A model_dir that holds a model: refuse other heads or another body now.
+            self._record = check_model_dir(model_dir, heads, self._body)
         optimizer_factory = resolve_optimizer(optimizer, learning_rate)
         super().__init__(
             model_fn=make_model_fn(body, heads, optimizer_factory),

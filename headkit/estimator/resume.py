@@ -3,14 +3,16 @@
 A run killed at any moment and started again with the same command must end
 with the same weights as a run never interrupted. Three things make it so:
 
-* the start-up checkpoint guard (:mod:`headkit.checkpoints`);
-* the training input's position is saved *in the same checkpoint* as the
-  weights: the Dataset an input_fn returns is read through a one-shot
-  iterator registered in ``SAVEABLE_OBJECTS``, which the Estimator's default
-  Saver includes. (``tf.data.experimental.CheckpointInputPipelineHook``
-  writes separate files whose step drifts from the model's.) A one-shot
-  iterator has no initializer, so the Estimator's restore is not undone by
-  a later ``local_init_op``;
+* the start-up checkpoint guard (:mod:`headkit.estimator.checkpoints`);
+* the training input's *position* is saved in the same checkpoint as the
+  weights: a counter of the batches read (``headkit_input/position``), and
+  the fingerprint of the data (``headkit_input/fingerprint``) when the
+  input comes from ``hk.input_fn``. A restarted run skips that many
+  batches of the Dataset its input_fn returns now. The data itself is never
+  saved: TensorFlow's iterator checkpoints serialize the whole dataset
+  graph, data included, and a restored iterator replays the old data even
+  when the input_fn now returns new data. When the fingerprint says the
+  data changed, the input starts from its beginning, with a warning;
 * with ``RunConfig(tf_random_seed=...)`` set, Keras is seeded as well as
   TensorFlow each time a graph is built: Keras initializers without a seed
   draw one from Python's ``random``, which TensorFlow's seed does not reach.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -30,8 +32,10 @@ from headkit.estimator import checkpoints
 
 __all__ = ["ResumableEstimator", "keras_seeded", "INPUT_SCOPE"]
 
-#: The name scope of the saved input iterator; its checkpoint key starts with it.
+#: The scope of the saved input position; its checkpoint keys start with it.
 INPUT_SCOPE = "headkit_input"
+POSITION = f"{INPUT_SCOPE}/position"
+FINGERPRINT = f"{INPUT_SCOPE}/fingerprint"
 # Dataset ops whose state lives in Python, which TensorFlow cannot serialize.
 _UNSAVEABLE_OPS = {"GeneratorDataset", "PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
@@ -101,24 +105,35 @@ def _unsaveable_ops(graph: tf.Graph) -> set:
     return ops & _UNSAVEABLE_OPS
 
 
-def _checkpoint_has_position(model_dir: Optional[str]) -> Optional[bool]:
-    """Whether the checkpoint to resume from holds an input position (None: no checkpoint)."""
+def _saved_position(model_dir: Optional[str]) -> Tuple[Optional[int], str]:
+    """The input position and data fingerprint in the checkpoint training resumes from.
+
+    ``(None, "")`` when there is no checkpoint, ``(-1, "")`` when the
+    checkpoint holds no position (written by an older headkit).
+    """
     latest = tf.train.latest_checkpoint(model_dir) if model_dir else None
     if latest is None:
-        return None
-    names = tf.train.load_checkpoint(latest).get_variable_to_dtype_map()
-    return any(name.startswith(INPUT_SCOPE + "/") for name in names)
+        return None, ""
+    reader = tf.train.load_checkpoint(latest)
+    if not reader.has_tensor(POSITION):
+        return -1, ""
+    fingerprint = reader.get_tensor(FINGERPRINT) if reader.has_tensor(FINGERPRINT) else b""
+    return int(reader.get_tensor(POSITION)), fingerprint.decode()
 
 
-def saved_position_input(result: Any, model_dir: Optional[str]) -> Any:
-    """Read a training Dataset through an iterator saved in the weights' checkpoint.
+def saved_position_input(result: Any, model_dir: Optional[str],
+                         fingerprint: Optional[str] = None) -> Any:
+    """Read a training Dataset from the position saved in the checkpoint, and count what is read.
 
-    ``result`` is what the input_fn returned. A Dataset becomes
-    ``iterator.get_next()`` with the iterator registered for saving; other
-    results (tensors) pass through with a one-time warning, as does a
-    Dataset built on Python code (``Dataset.from_generator``,
-    ``tf.py_function``), which TensorFlow cannot checkpoint: after a restart
-    such input starts from its beginning.
+    ``result`` is what the input_fn returned. A Dataset is read through a
+    one-shot iterator after skipping the batches the checkpoint says were
+    read; each batch read adds one to ``headkit_input/position``, a variable
+    saved with the weights. ``fingerprint`` names the data (``hk.input_fn``
+    sets ``input_fn.headkit_fingerprint``): when the checkpoint was written on other
+    data, the input starts
+    from its beginning, with a warning. Tensors, and Datasets of Python code
+    (``Dataset.from_generator``, ``tf.py_function``), pass through with a
+    one-time warning: their position is not saved.
 
     Example:
         >>> features, labels = saved_position_input(dataset, "runs/a")  # doctest: +SKIP
@@ -133,28 +148,47 @@ def saved_position_input(result: Any, model_dir: Optional[str]) -> Any:
     if python_ops:
         _warn_once("python", (
             f"headkit: the input Dataset runs Python code ({', '.join(sorted(python_ops))}: "
-            "Dataset.from_generator or tf.py_function), which TensorFlow cannot checkpoint: "
-            "after a restart the input starts from its beginning. Build it from tensors or "
-            "files (e.g. hk.input_fn) to resume exactly."))
+            "Dataset.from_generator or tf.py_function); its position is not saved: after a "
+            "restart the input starts from its beginning. Build it from tensors or files "
+            "(e.g. hk.input_fn) to resume exactly."))
         return result
-    has_position = _checkpoint_has_position(model_dir)
-    # A prefetch buffer tf.data injects by itself would be saved with its elements, and
-    # restored into a fixed (or changed) dataset it would replay stale batches first.
-    options = tf.data.Options()
-    options.experimental_optimization.inject_prefetch = False
-    result = result.with_options(options)
-    with tf.name_scope(INPUT_SCOPE):
-        iterator = tf.compat.v1.data.make_one_shot_iterator(result)
-    if has_position is False:
-        # Restoring would fail on the missing key; this run keeps not saving it.
+    position, saved_fingerprint = _saved_position(model_dir)
+    if position == -1:
+        # Restoring would fail on the missing variable; this run keeps not saving it.
         _warn_once("old", (
             f"headkit: the checkpoint in {model_dir!r} holds no input position (written "
-            "without it); the input starts from its beginning and this run does not save "
-            "its position either."))
-    else:
-        saveable = tf.data.experimental.make_saveable_from_iterator(iterator)
-        tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SAVEABLE_OBJECTS, saveable)
-    return iterator.get_next()
+            "by an older headkit); the input starts from its beginning and this run does not "
+            "save its position either."))
+        return tf.compat.v1.data.make_one_shot_iterator(result).get_next()
+    start = position or 0
+    if start and fingerprint and saved_fingerprint and fingerprint != saved_fingerprint:
+        _log.warning(
+            "headkit: the training data changed since the checkpoint in %r (fingerprint %s, "
+            "now %s): the input starts from its beginning instead of batch %d.",
+            model_dir, saved_fingerprint, fingerprint, start)
+        start = 0
+    with tf.compat.v1.variable_scope(INPUT_SCOPE, reuse=tf.compat.v1.AUTO_REUSE):
+        counter = tf.compat.v1.get_variable(
+            "position", shape=[], dtype=tf.int64, trainable=False,
+            initializer=tf.compat.v1.zeros_initializer())
+        named = tf.compat.v1.get_variable(
+            "fingerprint", shape=[], dtype=tf.string, trainable=False,
+            initializer=tf.compat.v1.constant_initializer(fingerprint or ""))
+    # The saved position is the index of the batch read plus one, written with every
+    # step: a restored counter (from a checkpoint on other data) is simply overwritten.
+    stream = result.skip(start).enumerate(start) if start else result.enumerate()
+    index, batch = tf.compat.v1.data.make_one_shot_iterator(stream).get_next()
+    with tf.control_dependencies(tf.nest.flatten(batch)):
+        counted = tf.group(counter.assign(index + 1), named.assign(fingerprint or ""))
+    with tf.control_dependencies([counted]):
+        return tf.nest.map_structure(_identity, batch)
+
+
+def _identity(tensor: Any) -> Any:
+    if isinstance(tensor, tf.sparse.SparseTensor):
+        return tf.sparse.SparseTensor(tensor.indices, tf.identity(tensor.values),
+                                      tensor.dense_shape)
+    return tf.identity(tensor)
 
 
 class ResumableEstimator(tf.estimator.Estimator):
@@ -193,7 +227,8 @@ class ResumableEstimator(tf.estimator.Estimator):
         # Distribution strategies need the Dataset itself; they keep TF's behaviour.
         if mode != tf.estimator.ModeKeys.TRAIN or self._train_distribution is not None:
             return result
-        return saved_position_input(result, self.model_dir)
+        return saved_position_input(result, self.model_dir,
+                                    getattr(input_fn, "headkit_fingerprint", None))
 
     def _call_model_fn(self, features, labels, mode, config):
         with keras_seeded(config.tf_random_seed if config is not None else None):

@@ -1,0 +1,194 @@
+"""The model_dir record: what a model_dir was trained with, so a rerun cannot mix two models.
+
+``model_dir/headkit_model.json`` (schema version :data:`RECORD_SCHEMA`) holds
+the HeadSet and the body's layer structure (class and weight shapes of each
+layer). A rerun is checked against it before anything is written:
+
+- fatal: head names, kinds, ``n_classes``/vocabulary/dimension, ``label_key``,
+  and the body's layers and shapes. Restoring the checkpoints would put one
+  model's weights into another, so :class:`~headkit.errors.RecordMismatchError`
+  names each difference and the ways out (a new model_dir, or a warm start);
+- logged: metrics, ``weight``, ``loss``, ``missing_label``, ``weight_column``
+  and ``is_default``, which change no weight.
+
+A model_dir of headkit 0.1.0 has no record: its training record's head names
+are checked instead, and the record is written by the next training run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
+
+from headkit.body import Body, instantiate_body
+from headkit.errors import ConfigError, RecordMismatchError
+from headkit.spec import config
+from headkit.spec.headset import HeadSet
+from headkit.spec.keys import TOTAL_LOSS, split_key
+from headkit.training.state import STATE_FILE
+from headkit.training.weights import body_structure
+
+__all__ = ["RECORD_FILE", "RECORD_SCHEMA", "model_record", "read_record", "check_model_dir",
+           "write_record"]
+
+#: The record of what a model_dir was trained with.
+RECORD_FILE = "headkit_model.json"
+#: Its schema version; a newer one is refused.
+RECORD_SCHEMA = 1
+_FATAL_HEAD_FIELDS = ("output", "label_key")
+_LOGGED_HEAD_FIELDS = ("loss", "metrics", "weight", "missing_label", "weight_column",
+                       "is_default")
+
+logger = logging.getLogger("headkit")
+
+
+def model_record(heads: HeadSet, body: Body) -> Dict[str, Any]:
+    """The record of ``heads`` and ``body``: JSON-ready, with its schema version.
+
+    Example:
+        >>> model_record(heads, build_body)["schema_version"]  # doctest: +SKIP
+        1
+    """
+    import headkit
+
+    with tf.Graph().as_default():
+        layers = body_structure(instantiate_body(body), heads, with_values=False)
+    return {
+        "schema_version": RECORD_SCHEMA,
+        "headkit_version": headkit.__version__,
+        "heads": config.heads_to_dict(heads, strict=False)["heads"],
+        "body": [{"class": layer.class_name, "shapes": [list(s) for s in layer.shapes],
+                  "head": layer.owner} for layer in layers],
+    }
+
+
+def read_record(model_dir: str) -> Optional[Dict[str, Any]]:
+    """The record in ``model_dir``, or None when it has none.
+
+    Example:
+        >>> read_record("runs/new") is None  # doctest: +SKIP
+        True
+    """
+    path = os.path.join(model_dir, RECORD_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as handle:
+        try:
+            record = json.loads(handle.read().decode("utf-8"))
+        except ValueError as error:
+            raise ConfigError(
+                f"{path}: not valid JSON ({error}). It records what this model_dir was trained "
+                "with; restore it from a backup, or use a new model_dir."
+            ) from None
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if not isinstance(version, int) or version > RECORD_SCHEMA:
+        raise ConfigError(
+            f"{path}: schema_version {version!r} is not one this headkit reads (up to "
+            f"{RECORD_SCHEMA}). Upgrade headkit, or use a new model_dir."
+        )
+    return record
+
+
+def write_record(model_dir: str, record: Dict[str, Any]) -> None:
+    """Write the record atomically (the chief alone writes it).
+
+    Example:
+        >>> write_record("runs/a", model_record(heads, build_body))  # doctest: +SKIP
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=".headkit_model.", dir=model_dir)
+    with os.fdopen(handle, "w") as out:
+        json.dump(record, out, indent=2, sort_keys=True)
+    os.replace(temp, os.path.join(model_dir, RECORD_FILE))
+
+
+def _head_differences(old: List[Dict[str, Any]], new: List[Dict[str, Any]]):
+    fatal, logged = [], []
+    old_by_name = {h["name"]: h for h in old}
+    new_by_name = {h["name"]: h for h in new}
+    removed = [n for n in old_by_name if n not in new_by_name]
+    added = [n for n in new_by_name if n not in old_by_name]
+    if removed or added:
+        fatal.append(f"heads {sorted(old_by_name)} became {sorted(new_by_name)}"
+                     + (f" (removed {removed})" if removed else "")
+                     + (f" (added {added})" if added else ""))
+    for name in (n for n in new_by_name if n in old_by_name):
+        before, after = old_by_name[name], new_by_name[name]
+        for field in _FATAL_HEAD_FIELDS:
+            if before.get(field) != after.get(field):
+                fatal.append(f"head {name!r}: {field} {before.get(field)!r} -> "
+                             f"{after.get(field)!r}")
+        for field in _LOGGED_HEAD_FIELDS:
+            if not _same(before.get(field), after.get(field)):
+                logged.append(f"head {name!r}: {field} {before.get(field)!r} -> "
+                              f"{after.get(field)!r}")
+    return fatal, logged
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality where NaN equals NaN (a missing_label of NaN reads back as NaN)."""
+    return a == b or (a != a and b != b)
+
+
+def _body_difference(old: List[Dict[str, Any]], new: List[Dict[str, Any]]) -> Optional[str]:
+    for index, (before, after) in enumerate(zip(old, new)):
+        if before != after:
+            return (f"body layer {index}: {before['class']} {before['shapes']} -> "
+                    f"{after['class']} {after['shapes']}")
+    if len(old) != len(new):
+        return f"the body has {len(new)} layers with weights, where it had {len(old)}"
+    return None
+
+
+def _legacy_head_names(model_dir: str) -> Optional[List[str]]:
+    """The trained heads named by a headkit 0.1.0 training record, if there is one."""
+    path = os.path.join(model_dir, STATE_FILE)
+    try:
+        with open(path) as handle:
+            history = json.load(handle).get("history") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    names = {split_key(k)[0] for e in history for k in e.get("metrics", {}) if k != TOTAL_LOSS}
+    return sorted(n for n in names if n) or None
+
+
+def check_model_dir(model_dir: Optional[str], heads: HeadSet, body: Body) -> Dict[str, Any]:
+    """Check ``heads`` and ``body`` against ``model_dir``'s record; return the record to write.
+
+    Raises:
+        RecordMismatchError: the model_dir was trained with other heads or
+            another body (every fatal difference is named).
+
+    Example:
+        >>> record = check_model_dir("runs/penguins", heads, build_body)  # doctest: +SKIP
+    """
+    record = model_record(heads, body)
+    if not model_dir or not os.path.isdir(model_dir):
+        return record
+    previous = read_record(model_dir)
+    if previous is None:
+        legacy = _legacy_head_names(model_dir)
+        trained = sorted(h.name for h in heads.trained_heads)
+        fatal = [] if legacy is None or legacy == trained else [
+            f"the trained heads {legacy} became {trained}"]
+        logged: List[str] = []
+    else:
+        fatal, logged = _head_differences(previous["heads"], record["heads"])
+        body_change = _body_difference(previous["body"], record["body"])
+        if body_change:
+            fatal.append(body_change)
+    if fatal:
+        raise RecordMismatchError(
+            f"model_dir {model_dir!r} was trained with other heads or another body: "
+            + "; ".join(fatal) + ". Training here would restore its checkpoints into this "
+            "model and mix two models, so nothing was written. Use a new model_dir, or start "
+            "a new model_dir from this one's body with warm_start_from=" + repr(model_dir) + "."
+        )
+    for change in logged:
+        logger.info("headkit: %s: %s (no weight depends on it).", model_dir, change)
+    return record

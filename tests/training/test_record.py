@@ -1,0 +1,115 @@
+"""A model_dir is one model: a rerun with other heads or another body is refused, unwritten."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import attrs
+import pytest
+import tensorflow as tf
+
+import headkit as hk
+from headkit.training.record import RECORD_FILE, check_model_dir, model_record, write_record
+from tests.conftest import ROOT, make_data, numpy_input_fn, tiny_body, tiny_heads
+
+
+def _evolve(heads, head_name, **changes):
+    return hk.HeadSet([attrs.evolve(h, **changes) if h.name == head_name else h for h in heads])
+
+
+def _body(kind_units=3, hidden=16, kind_name="kind"):
+    def build():
+        x = tf.keras.Input((4,), name="x")
+        tag = tf.keras.Input((1,), name="tag", dtype=tf.string)
+        h = tf.keras.layers.Dense(hidden, activation="relu")(x)
+        return tf.keras.Model({"x": x, "tag": tag}, {
+            kind_name: tf.keras.layers.Dense(kind_units)(h),
+            "size": tf.keras.layers.Dense(1)(h), "flag": tf.keras.layers.Dense(1)(h)})
+    return build
+
+
+@pytest.fixture()
+def recorded(tmp_path):
+    model_dir = str(tmp_path / "model")
+    write_record(model_dir, model_record(tiny_heads(), _body()))
+    return model_dir
+
+
+def test_the_first_training_run_writes_a_versioned_record(tmp_path):
+    model_dir = str(tmp_path / "model")
+    estimator = hk.Estimator(tiny_body, tiny_heads(), model_dir=model_dir)
+    estimator.train(numpy_input_fn(*make_data(16), batch_size=8), steps=1)
+    with open(os.path.join(model_dir, RECORD_FILE)) as handle:
+        record = json.load(handle)
+    assert record["schema_version"] == 1
+    assert [h["name"] for h in record["heads"]] == ["kind", "size", "flag"]
+    assert [layer["class"] for layer in record["body"]][-3:] == ["Dense"] * 3
+    assert {layer["head"] for layer in record["body"]} >= {"kind", "size", "flag", None}
+    hk.Estimator(tiny_body, tiny_heads(), model_dir=model_dir)  # the same model: accepted
+
+
+@pytest.mark.parametrize("heads, body, fragments", [
+    (_evolve(tiny_heads(), "kind", output=hk.Classification(vocabulary=("a", "b", "c", "d"))),
+     _body(kind_units=4), ["head 'kind': output", "'n_classes': 3", "'n_classes': 4",
+                           "body layer 2: Dense [[16, 3], [3]] -> Dense [[16, 4], [4]]"]),
+    (_evolve(tiny_heads(), "kind", name="species", is_default=True), _body(kind_name="species"),
+     ["heads ['flag', 'kind', 'size'] became ['flag', 'size', 'species']", "removed ['kind']",
+      "added ['species']"]),
+    (_evolve(tiny_heads(), "size", label_key="mass"), _body(),
+     ["head 'size': label_key 'size' -> 'mass'"]),
+    (tiny_heads(), _body(hidden=8), ["body layer 0: Dense [[4, 16], [16]] -> Dense [[4, 8], [8]]"]),
+])
+def test_a_rerun_with_another_model_is_refused_naming_each_change(recorded, heads, body,
+                                                                  fragments):
+    before = sorted(os.listdir(recorded))
+    with pytest.raises(hk.ConfigError) as raised:
+        hk.Estimator(body, heads, model_dir=recorded)
+    message = str(raised.value)
+    assert isinstance(raised.value, hk.errors.RecordMismatchError)
+    missing = [f for f in fragments if f not in message]
+    assert not missing, f"{missing} not in: {message}"
+    assert "Use a new model_dir" in message and "warm_start_from=" in message
+    assert sorted(os.listdir(recorded)) == before  # nothing written
+
+
+def test_changes_that_touch_no_weight_are_logged_not_refused(recorded, caplog):
+    heads = _evolve(tiny_heads(), "size", weight=2.0, metrics=("mae",))
+    with caplog.at_level(logging.INFO, logger="headkit"):
+        check_model_dir(recorded, heads, _body())
+    assert "head 'size': weight 0.5 -> 2.0" in caplog.text
+    assert "head 'size': metrics ['rmse', 'mae'] -> ['mae']" in caplog.text
+
+
+def test_a_0_1_0_model_dir_is_checked_by_its_training_record(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
+    import release_model
+
+    model_dir = str(tmp_path / "model_dir")
+    shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "release_0_1_0", "model_dir"),
+                    model_dir)
+    renamed = _evolve(release_model.heads(), "flag", name="flag2")
+
+    def renamed_body():
+        model = release_model.body()
+        outputs = dict(model.output)
+        return tf.keras.Model(model.input, dict(outputs, flag2=outputs.pop("flag")))
+
+    with pytest.raises(hk.ConfigError, match=r"the trained heads \['flag', 'kind', 'size'\] "
+                                             r"became \['flag2', 'kind', 'size'\]"):
+        check_model_dir(model_dir, renamed, renamed_body)
+    check_model_dir(model_dir, release_model.heads(), release_model.body)
+
+
+def test_a_record_of_a_newer_schema_is_refused(recorded):
+    path = os.path.join(recorded, RECORD_FILE)
+    with open(path) as handle:
+        record = json.load(handle)
+    with open(path, "w") as handle:
+        json.dump(dict(record, schema_version=99), handle)
+    with pytest.raises(hk.ConfigError, match=r"schema_version 99 is not one this headkit reads"):
+        check_model_dir(recorded, tiny_heads(), _body())
