@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 import tensorflow as tf
 
-from headkit.body import Body, instantiate_body
+from headkit.body import Body, instantiate_body, outputs_by_head
 from headkit.errors import ConfigError
 from headkit.spec.headset import HeadSet
 
@@ -146,6 +146,7 @@ def _outputs_by_head(model: tf.keras.Model, heads: HeadSet) -> Dict[str, Any]:
     else:
         by_head = {}
     if sorted(by_head) != sorted(heads.names):
+        outputs_by_head(heads, model, structure)  # raises the error that names each head
         raise ConfigError(f"body: outputs {sorted(by_head)!r} do not match the heads "
                           f"{list(heads.names)!r}. {fix}", field="body")
     return by_head
