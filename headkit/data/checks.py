@@ -122,6 +122,19 @@ def _check_lengths(columns: Mapping[str, np.ndarray]) -> int:
     return n
 
 
+def _check_no_leak(heads: HeadSet, features: Mapping[str, Any]) -> None:
+    """A label column among the features would let the body read the answer."""
+    leaks = [(h.name, h.label_key) for h in heads.trained_heads if h.label_key in features]
+    if leaks:
+        head, key = leaks[0]
+        raise DataError(
+            f"feature {key!r} is the label of head {head!r}: the target would leak into the "
+            f"inputs, and the model would learn to copy it. Remove {key!r} from the features "
+            "(feature_columns), or, if it really is an input, give the head another label "
+            "column with label_key=."
+        )
+
+
 def prepare(
     features: Columns, labels: Optional[Union[Columns, Any]], heads: HeadSet
 ) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, np.ndarray]], int]:
@@ -146,6 +159,8 @@ def prepare(
     for head in heads.trained_heads:
         if head.weight_column is not None:
             _check_weights(head, raw)
+    if labels is not None:
+        _check_no_leak(heads, raw)
     prepared = {name: _feature(name, column) for name, column in raw.items()}
     if labels is None:
         return prepared, None, n

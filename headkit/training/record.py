@@ -40,7 +40,6 @@ __all__ = ["RECORD_FILE", "RECORD_SCHEMA", "model_record", "read_record", "check
 RECORD_FILE = "headkit_model.json"
 #: Its schema version; a newer one is refused.
 RECORD_SCHEMA = 1
-_FATAL_HEAD_FIELDS = ("output", "label_key")
 _LOGGED_HEAD_FIELDS = ("loss", "metrics", "weight", "missing_label", "weight_column",
                        "is_default")
 
@@ -119,10 +118,14 @@ def _head_differences(old: List[Dict[str, Any]], new: List[Dict[str, Any]]):
                      + (f" (added {added})" if added else ""))
     for name in (n for n in new_by_name if n in old_by_name):
         before, after = old_by_name[name], new_by_name[name]
-        for field in _FATAL_HEAD_FIELDS:
-            if before.get(field) != after.get(field):
-                fatal.append(f"head {name!r}: {field} {before.get(field)!r} -> "
-                             f"{after.get(field)!r}")
+        old_output, new_output = before.get("output") or {}, after.get("output") or {}
+        for field in sorted(set(old_output) | set(new_output), key=lambda f: f != "type"):
+            if old_output.get(field) != new_output.get(field):
+                fatal.append(f"head {name!r}: {field} {old_output.get(field)!r} -> "
+                             f"{new_output.get(field)!r}")
+        if before.get("label_key") != after.get("label_key"):
+            fatal.append(f"head {name!r}: label_key {before.get('label_key')!r} -> "
+                         f"{after.get('label_key')!r}")
         for field in _LOGGED_HEAD_FIELDS:
             if not _same(before.get(field), after.get(field)):
                 logged.append(f"head {name!r}: {field} {before.get(field)!r} -> "

@@ -53,7 +53,8 @@ def test_the_first_training_run_writes_a_versioned_record(tmp_path):
 
 @pytest.mark.parametrize("heads, body, fragments", [
     (_evolve(tiny_heads(), "kind", output=hk.Classification(vocabulary=("a", "b", "c", "d"))),
-     _body(kind_units=4), ["head 'kind': output", "'n_classes': 3", "'n_classes': 4",
+     _body(kind_units=4), ["head 'kind': n_classes 3 -> 4",
+                           "head 'kind': vocabulary ['a', 'b', 'c'] -> ['a', 'b', 'c', 'd']",
                            "body layer 2: Dense [[16, 3], [3]] -> Dense [[16, 4], [4]]"]),
     (_evolve(tiny_heads(), "kind", name="species", is_default=True), _body(kind_name="species"),
      ["heads ['flag', 'kind', 'size'] became ['flag', 'size', 'species']", "removed ['kind']",
