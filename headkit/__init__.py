@@ -17,7 +17,17 @@ from headkit.errors import (
     HeadkitError,
     NonFiniteLossError,
 )
-from headkit.spec import Classification, Head, HeadSet, Predict, Regression, metric_key
+from headkit.spec import (
+    Classification,
+    Head,
+    HeadSet,
+    Logistic,
+    MultiLabel,
+    Poisson,
+    Predict,
+    Regression,
+    metric_key,
+)
 
 __version__ = "0.1.0"
 
@@ -40,7 +50,10 @@ _LAZY = {
 
 __all__ = [
     "Classification",
+    "MultiLabel",
     "Regression",
+    "Poisson",
+    "Logistic",
     "Predict",
     "Head",
     "HeadSet",

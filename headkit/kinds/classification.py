@@ -155,11 +155,12 @@ class Classification(Kind):
 
     def metric_inputs(self, head: Head, metric: Optional[str], labels: tf.Tensor,
                       predictions: Mapping[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
-        """accuracy: class ids; auc, precision, recall: the probability of class 1;
+        """accuracy: class ids; the binary metrics (auc, auc_pr, precision, recall,
+        label_mean, prediction_mean, accuracy_baseline): ids and the probability of class 1;
         a Keras metric: ids ``[batch, 1]`` and probabilities ``[batch, n_classes]``."""
         if metric == "accuracy":
             return labels, tf.reshape(predictions["class_ids"], [-1])
-        if metric in ("auc", "precision", "recall"):
+        if metric is not None:  # the catalog's binary-only metrics
             return labels, predictions["probabilities"][:, 1]
         return labels[:, None], predictions["probabilities"]
 

@@ -1,4 +1,4 @@
-"""Output types: what a head predicts (a class, continuous values, or a raw tensor).
+"""Output types: what a head predicts (a class, a set of classes, values, or a raw tensor).
 
 This module imports no TensorFlow: an output type is plain configuration,
 checked when it is built. Its ``kind`` names the module in ``headkit.kinds``
@@ -12,9 +12,10 @@ from typing import Any, Optional, Tuple, Union
 import attrs
 
 from headkit.errors import ConfigError, ConfigTypeError
-from headkit.spec.scalars import as_int
+from headkit.spec.scalars import as_float, as_int
 
-__all__ = ["Classification", "Regression", "Predict", "OutputType", "OUTPUT_TYPES"]
+__all__ = ["Classification", "MultiLabel", "Regression", "Poisson", "Logistic", "Predict",
+           "OutputType", "OUTPUT_TYPES"]
 
 
 def _optional_tuple_of_str(value: Any) -> Optional[Tuple[str, ...]]:
@@ -34,6 +35,49 @@ def _optional_tuple_of_str(value: Any) -> Optional[Tuple[str, ...]]:
             field="vocabulary",
         )
     return tuple(value)
+
+
+def _check_classes(output: Any, advice: str) -> None:
+    """Check ``n_classes`` and ``vocabulary`` of a class-based output; fill ``n_classes`` in.
+
+    ``advice`` ends the message for ``n_classes`` < 2: the output type to use instead.
+    """
+    vocabulary = output.vocabulary
+    if vocabulary is not None:
+        bad = [v for v in vocabulary if not isinstance(v, str) or not v]
+        if bad:
+            raise ConfigError(
+                f"vocabulary entries must be non-empty strings (got {bad!r}). "
+                "Map your classes to names, or leave vocabulary out and use class ids.",
+                field="vocabulary",
+            )
+        duplicates = sorted({v for v in vocabulary if vocabulary.count(v) > 1})
+        if duplicates:
+            raise ConfigError(
+                f"vocabulary entries must be unique (repeated: {duplicates!r}).",
+                field="vocabulary",
+            )
+        if output.n_classes is None:
+            object.__setattr__(output, "n_classes", len(vocabulary))
+    n_classes = output.n_classes
+    if n_classes is None:
+        name = type(output).__name__
+        raise ConfigError(
+            f"{name} needs n_classes or a vocabulary (got neither). "
+            f"Write hk.{name}(n_classes=3) or hk.{name}(vocabulary=(...)).",
+            field="n_classes",
+        )
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ConfigError(
+            f"n_classes must be an integer >= 2 (got {n_classes!r}). {advice}",
+            field="n_classes",
+        )
+    if vocabulary is not None and len(vocabulary) != n_classes:
+        raise ConfigError(
+            f"n_classes={n_classes} but the vocabulary has {len(vocabulary)} entries "
+            f"{vocabulary!r}. Give one name per class, or leave n_classes out.",
+            field="vocabulary",
+        )
 
 
 @attrs.frozen
@@ -65,41 +109,7 @@ class Classification:
     kind = "classification"
 
     def __attrs_post_init__(self) -> None:
-        vocabulary = self.vocabulary
-        if vocabulary is not None:
-            bad = [v for v in vocabulary if not isinstance(v, str) or not v]
-            if bad:
-                raise ConfigError(
-                    f"vocabulary entries must be non-empty strings (got {bad!r}). "
-                    "Map your classes to names, or leave vocabulary out and use class ids.",
-                    field="vocabulary",
-                )
-            duplicates = sorted({v for v in vocabulary if vocabulary.count(v) > 1})
-            if duplicates:
-                raise ConfigError(
-                    f"vocabulary entries must be unique (repeated: {duplicates!r}).",
-                    field="vocabulary",
-                )
-            if self.n_classes is None:
-                object.__setattr__(self, "n_classes", len(vocabulary))
-        n_classes = self.n_classes
-        if n_classes is None:
-            raise ConfigError(
-                "Classification needs n_classes or a vocabulary (got neither). "
-                "Write hk.Classification(n_classes=3) or hk.Classification(vocabulary=(...)).",
-                field="n_classes",
-            )
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ConfigError(
-                f"n_classes must be an integer >= 2 (got {n_classes!r}). "
-                "Use hk.Regression() for a single continuous output.", field="n_classes",
-            )
-        if vocabulary is not None and len(vocabulary) != n_classes:
-            raise ConfigError(
-                f"n_classes={n_classes} but the vocabulary has {len(vocabulary)} entries "
-                f"{vocabulary!r}. Give one name per class, or leave n_classes out.",
-                field="vocabulary",
-            )
+        _check_classes(self, "Use hk.Regression() for a single continuous output.")
 
     is_trained = True
 
@@ -123,6 +133,76 @@ class Classification:
         data: dict = {"type": "classification", "n_classes": self.n_classes}
         if self.vocabulary is not None:
             data["vocabulary"] = list(self.vocabulary)
+        return data
+
+
+def _check_threshold(output: Any, attribute: attrs.Attribute, threshold: Any) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+            0.0 < threshold < 1.0):
+        raise ConfigError(
+            f"threshold must be a number strictly between 0 and 1 (got {threshold!r}). "
+            "A class is predicted when its probability is above it; 0.5 is the usual choice.",
+            field="threshold",
+        )
+
+
+@attrs.frozen
+class MultiLabel:
+    """A head that picks any number of ``n_classes`` classes: one sigmoid per class.
+
+    The body gives ``n_classes`` logits. Labels are multi-hot rows
+    ``[n, n_classes]`` of 0 and 1 or, with a ``vocabulary``, a list of class
+    names per row (``[]`` for none). A class is predicted when its
+    probability is above ``threshold``. The loss is the sigmoid cross entropy
+    averaged over the classes, as in ``tf.estimator.MultiLabelHead``.
+
+    Args:
+        n_classes: number of classes, at least 2. May be left out when a
+            vocabulary is given.
+        vocabulary: the class names, in class-id order.
+        threshold: the probability above which a class is predicted (in
+            ``class_ids``, ``classes``, and the ``precision`` and ``recall``
+            metrics).
+
+    Example:
+        >>> MultiLabel(vocabulary=("red", "round", "sweet")).n_classes
+        3
+        >>> MultiLabel(4, threshold=0.3).threshold
+        0.3
+    """
+
+    n_classes: Optional[int] = attrs.field(default=None, converter=as_int)
+    vocabulary: Optional[Tuple[str, ...]] = attrs.field(
+        default=None, converter=_optional_tuple_of_str
+    )
+    threshold: float = attrs.field(default=0.5, converter=as_float, validator=_check_threshold,
+                                   kw_only=True)
+
+    kind = "multi_label"
+    is_trained = True
+    #: Binary-only metrics are for two-class Classification heads (auc, precision and
+    #: recall of a MultiLabel head are micro-averaged over its classes instead).
+    is_binary = False
+
+    def __attrs_post_init__(self) -> None:
+        _check_classes(self, "For one yes/no target use hk.Classification(2).")
+
+    def missing_label_expected(self, missing: Any) -> Optional[str]:
+        """What ``missing_label`` must be, when ``missing`` is not acceptable; else None.
+
+        A row whose every entry is ``missing_label`` has no label; the input
+        functions fill the rows given as None or NaN with it.
+        """
+        if isinstance(missing, int) and not isinstance(missing, bool) and missing not in (0, 1):
+            return None
+        return "an integer other than 0 and 1, e.g. -1"
+
+    def to_dict(self) -> dict:
+        data: dict = {"type": "multi_label", "n_classes": self.n_classes}
+        if self.vocabulary is not None:
+            data["vocabulary"] = list(self.vocabulary)
+        if self.threshold != 0.5:
+            data["threshold"] = self.threshold
         return data
 
 
@@ -163,6 +243,70 @@ class Regression:
         return {"type": "regression", "dimension": self.dimension}
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@attrs.frozen
+class Poisson:
+    """A head that predicts a count: Poisson regression with a log link.
+
+    The body gives one value per example, the log of the rate; predictions
+    and the regress signature give the rate ``exp(output)``. Labels are
+    counts (numbers >= 0). The loss is ``tf.nn.log_poisson_loss`` with the
+    full loss (Stirling's term), as in ``tf.estimator.PoissonRegressionHead``.
+
+    Example:
+        >>> Poisson().kind, Poisson().dimension
+        ('poisson', 1)
+    """
+
+    kind = "poisson"
+    #: One value per example (what ``headkit.kinds.regression`` reads for it).
+    dimension = 1
+    is_trained = True
+    is_binary = False
+
+    def missing_label_expected(self, missing: Any) -> Optional[str]:
+        """What ``missing_label`` must be, when ``missing`` is not acceptable; else None."""
+        if _is_number(missing) and not missing >= 0:  # NaN or a negative number
+            return None
+        return "float('nan') or a negative number, e.g. -1.0 (a count is >= 0)"
+
+    def to_dict(self) -> dict:
+        return {"type": "poisson"}
+
+
+@attrs.frozen
+class Logistic:
+    """A head that predicts a value in [0, 1]: regression with a sigmoid link.
+
+    The body gives one logit per example; predictions and the regress
+    signature give ``sigmoid(output)``. Labels are numbers in ``[0, 1]`` (a
+    share, a probability, or 0/1). The loss is the sigmoid cross entropy, as
+    in ``tf.estimator.LogisticRegressionHead``.
+
+    Example:
+        >>> Logistic().to_dict()
+        {'type': 'logistic'}
+    """
+
+    kind = "logistic"
+    #: One value per example (what ``headkit.kinds.regression`` reads for it).
+    dimension = 1
+    is_trained = True
+    is_binary = False
+
+    def missing_label_expected(self, missing: Any) -> Optional[str]:
+        """What ``missing_label`` must be, when ``missing`` is not acceptable; else None."""
+        if _is_number(missing) and not 0.0 <= missing <= 1.0:  # NaN or outside [0, 1]
+            return None
+        return "float('nan') or a number outside [0, 1], e.g. -1.0"
+
+    def to_dict(self) -> dict:
+        return {"type": "logistic"}
+
+
 @attrs.frozen
 class Predict:
     """A head that is exported but never trained (an embedding, a score).
@@ -187,7 +331,8 @@ class Predict:
         return {"type": "predict"}
 
 
-OutputType = Union[Classification, Regression, Predict]
+OutputType = Union[Classification, MultiLabel, Regression, Poisson, Logistic, Predict]
 
 #: The ``type`` a config file names -> the output type class.
-OUTPUT_TYPES = {cls.kind: cls for cls in (Classification, Regression, Predict)}
+OUTPUT_TYPES = {cls.kind: cls for cls in (Classification, MultiLabel, Regression, Poisson,
+                                          Logistic, Predict)}

@@ -154,3 +154,19 @@ def test_integer_labels_for_a_vocabulary_head_are_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"Head 'kind': labels must be strings from the "
                        r"vocabulary \('a', 'b'\) \(got dtype int64\)"):
         prepare_labels(head, tf.constant([0, 1], dtype=tf.int64))
+
+
+@pytest.mark.parametrize("name, metric_names", [
+    ("flag", ("accuracy", "auc", "auc_pr", "precision", "recall", "accuracy_baseline",
+              "label_mean", "prediction_mean")),
+    ("size", ("label_mean", "prediction_mean")),
+])
+def test_every_metric_the_canned_head_reports_is_available_by_name(name, metric_names):
+    from tests.kinds.canned import CANNED_NAMES, canned_metrics, headkit_metrics
+
+    head = hk.Head(name, HEADS[name].output, metrics=metric_names)
+    theirs = canned_metrics(CANNED[name](), LABELS[name], LOGITS[name])
+    ours = headkit_metrics(head, LABELS[name], LOGITS[name])
+    assert {CANNED_NAMES[m] for m in ("loss", *metric_names)} == set(theirs)
+    for metric in ("loss", *metric_names):
+        assert ours[metric] == pytest.approx(theirs[CANNED_NAMES[metric]], abs=1e-4), metric
