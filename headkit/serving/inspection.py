@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 import tensorflow as tf
 
 from headkit.serving.contract import read_signature_defs
+from headkit.serving.loading import damaged_export
 from headkit.serving.manifest import read_manifest
 from headkit.spec.keys import DEFAULT_SIGNATURE
 
@@ -35,7 +36,8 @@ def describe_export(export_dir: str) -> Dict[str, Any]:
     if not os.path.isdir(export_dir):
         raise FileNotFoundError(f"{export_dir!r} is not a directory.")
     manifest = read_manifest(export_dir)
-    signature_defs = read_signature_defs(export_dir)
+    with damaged_export(export_dir, "saved_model.pb"):
+        signature_defs = read_signature_defs(export_dir)
     default_head = manifest.get("default_head")
     signatures: List[Dict[str, Any]] = []
     for key in sorted(signature_defs):
