@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import tensorflow as tf
 
 from headkit.body import Body, check_body
-from headkit.errors import ConfigTypeError, translate_graph_errors
+from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
 from headkit.estimator.export import export_estimator
 from headkit.estimator.loop import estimator_loop
 from headkit.estimator.model_fn import make_model_fn
@@ -77,6 +77,38 @@ class _TranslatingEstimator(ResumableEstimator):
                                        yield_single_examples=yield_single_examples)
 
 
+def _check_model_dir_path(model_dir: Any) -> None:
+    """Refuse a model_dir that is a file or cannot be created, before anything is built."""
+    if model_dir is None:
+        return
+    if not isinstance(model_dir, (str, os.PathLike)):
+        raise ConfigTypeError(
+            f"model_dir must be a folder path (got {model_dir!r}, a {type(model_dir).__name__}). "
+            "Pass a string such as 'runs/penguins'.", field="model_dir")
+    path = os.fspath(model_dir)
+    if "://" in path:  # gs://, hdfs://: tf.io.gfile's file systems, checked when written
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(
+            f"model_dir {path!r} is a file, not a folder: checkpoints, the model record and "
+            "exports are written into a folder. Pass a folder path (it is created if missing), "
+            f"e.g. {path + '_model'!r}, or move the file away.", field="model_dir")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(
+            f"model_dir {path!r} cannot be created: {existing!r} is a file, so no folder can "
+            f"be made inside it. Pass a path through folders only (e.g. {existing + '_model'!r}), "
+            "or move the file away.", field="model_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "written to" if existing == os.path.abspath(path) else "created"
+        raise ConfigError(
+            f"model_dir {path!r} cannot be {verb}: no permission to write in {existing!r}. "
+            "Pass a folder you can write to (under your home folder, or a temp dir).",
+            field="model_dir")
+
+
 class Estimator(_TranslatingEstimator):
     """A ``tf.estimator.Estimator`` whose ``model_fn`` headkit writes.
 
@@ -131,6 +163,8 @@ class Estimator(_TranslatingEstimator):
         self._heads = heads
         self._body = check_body(body)
         self._record = None
+        _check_model_dir_path(model_dir if model_dir is not None
+                              else getattr(config, "model_dir", None))
         if model_dir is not None and os.path.isdir(model_dir) and os.listdir(model_dir):
             # A model_dir that holds a model: refuse other heads or another body now.
             self._record = check_model_dir(model_dir, heads, self._body)

@@ -47,7 +47,7 @@ def export_estimator(
         )
     inputs = input_specs(estimator.body)  # built once: the spec and the raw dtypes
     spec = dict(feature_spec) if feature_spec is not None else spec_of_inputs(inputs)
-    check_spec(spec)
+    check_spec(spec, inputs)
     raw_dtypes = {name: tensor.dtype for name, tensor in (inputs or {}).items()}
 
     def write(temp_dir: str) -> Tuple[Dict[str, Expected], List[str]]:

@@ -7,6 +7,7 @@ when it is built. Loss and metric names are checked against
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Optional, Tuple, Union
 
@@ -15,7 +16,7 @@ import attrs
 from headkit.errors import ConfigError, ConfigTypeError
 from headkit.spec import catalog
 from headkit.spec.keys import NAME_PATTERN, TOTAL_LOSS
-from headkit.spec.output_types import Classification, OutputType, Predict, Regression
+from headkit.spec.output_types import OUTPUT_TYPES, OutputType
 from headkit.spec.scalars import as_bool, as_float
 
 __all__ = ["Head", "LossFn", "metric_name"]
@@ -35,10 +36,12 @@ def _check_name(head: "Head", attribute: attrs.Attribute, name: Any) -> None:
 
 
 def _check_output(head: "Head", attribute: attrs.Attribute, output: Any) -> None:
-    if not isinstance(output, (Classification, Regression, Predict)):
+    types = tuple(OUTPUT_TYPES.values())
+    if not isinstance(output, types):
+        names = [f"hk.{t.__name__}" for t in types]
         raise ConfigTypeError(
-            f"Head {head.name!r}: output must be hk.Classification, hk.Regression or "
-            f"hk.Predict (got {output!r}). For example hk.Head({head.name!r}, hk.Regression()).",
+            f"Head {head.name!r}: output must be {', '.join(names[:-1])} or {names[-1]} "
+            f"(got {output!r}). For example hk.Head({head.name!r}, hk.Regression()).",
             field="output",
         )
 
@@ -58,6 +61,54 @@ def _check_weight(head: "Head", attribute: attrs.Attribute, weight: Any) -> None
 
 
 _NAN = float("nan")
+
+
+def _parameters(function: Any) -> Tuple[str, ...]:
+    """The parameter names of a callable; () when Python cannot tell (a builtin)."""
+    try:
+        return tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return ()
+
+
+def _check_loss_callable(head_name: str, loss: Callable) -> None:
+    """What can be known of a custom loss before any graph: an instance, per example, 2 args."""
+    if isinstance(loss, type):  # e.g. tf.keras.losses.MeanSquaredError, not ...Error()
+        module, arguments, note = loss.__module__ or "", "reduction='none'", ""
+        if "from_logits" in _parameters(loss):
+            arguments = f"from_logits=True, {arguments}"
+            note = " (from_logits=True when the head's output is logits, as for Classification)"
+        keras_loss = "keras" in module and "losses" in module
+        example = f"tf.keras.losses.{loss.__name__}({arguments})" if keras_loss else (
+            f"{loss.__name__}(...)")
+        raise ConfigTypeError(
+            f"Head {head_name!r}: loss is the class {loss.__name__}, not a loss; called with "
+            f"(labels, outputs) it would build a {loss.__name__} instead of computing a loss. "
+            f"Pass an instance: loss={example}{note if keras_loss else ''}.", field="loss",
+        )
+    reduction = getattr(loss, "reduction", None)  # Keras losses reduce the batch by default
+    if isinstance(reduction, str) and reduction.lower() != "none":
+        name = type(loss).__name__
+        raise ConfigError(
+            f"Head {head_name!r}: the Keras loss {name} reduces the batch to one number "
+            f"(reduction={reduction!r}), but a head needs one loss per example, to mask rows "
+            f"without a label and to weight rows. Pass {name}(reduction='none').", field="loss",
+        )
+    try:
+        signature = inspect.signature(loss)
+    except (TypeError, ValueError):  # a builtin without a signature: checked at graph build
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(loss, "__name__", None) or type(loss).__name__
+        raise ConfigTypeError(
+            f"Head {head_name!r}: loss {name}{signature} cannot be called as loss(labels, "
+            "outputs). A loss takes two arguments, the labels and the body's output for the "
+            "head, and returns one loss per example, shape [batch]; e.g. "
+            "def loss(labels, outputs): return tf.reduce_mean(tf.abs(outputs - labels), axis=-1)",
+            field="loss",
+        ) from None
 
 
 def _same_nan(value: Any) -> Any:
@@ -125,10 +176,13 @@ class Head:
 
     Args:
         name: the head's name.
-        output: ``Classification``, ``Regression`` or ``Predict``.
-        loss: ``None`` for the output type's default (``cross_entropy`` or
-            ``mse``), a name from ``headkit.spec.catalog.LOSSES``, or a callable
-            ``(labels, outputs) -> per-example loss``.
+        output: an output type: ``Classification``, ``MultiLabel``, ``Regression``,
+            ``Poisson``, ``Logistic`` or ``Predict``.
+        loss: ``None`` for the output type's default (the first of its names
+            in ``headkit.spec.catalog.LOSSES``), a name from there, or a callable
+            ``(labels, outputs) -> per-example loss`` (a Keras loss instance
+            with ``reduction='none'``). A class, a callable that cannot take
+            two arguments, or a Keras loss that reduces the batch is refused.
         metrics: names from ``headkit.spec.catalog.METRICS``, Keras metric instances
             or classes, or zero-argument factories returning a Keras metric.
         weight: the head's weight in the total loss, >= 0.
@@ -214,6 +268,8 @@ class Head:
                 f"Head {self.name!r}: loss must be a name from {known}, a callable "
                 f"(labels, outputs) -> per-example loss, or None (got {loss!r}).", field="loss",
             )
+        elif loss is not None:
+            _check_loss_callable(self.name, loss)
 
     def _check_metric_name(self, metric: str, field: str) -> None:
         kind = self.output.kind
@@ -224,7 +280,7 @@ class Head:
                 f"Known metrics: {', '.join(known)}; or pass a Keras metric, "
                 "e.g. tf.keras.metrics.TopKCategoricalAccuracy(k=2).", field=field,
             )
-        if catalog.METRICS[metric].binary_only and not self.output.is_binary:
+        if kind in catalog.METRICS[metric].binary_only and not self.output.is_binary:
             raise ConfigError(
                 f"Head {self.name!r}: metric {metric!r} needs a binary head (n_classes=2, got "
                 f"{self.output.n_classes}). For several classes pass a Keras metric with the "

@@ -298,3 +298,58 @@ def test_a_best_export_mode_without_a_metric_is_refused():
         hk.BestExport(mode="max")
     with pytest.raises(ValueError, match=r"BestExport.mode must be one of .* \(got 'up'\)"):
         hk.BestExport(mode="up")
+
+
+# ------------------------------------------------------------------ checked before training
+
+
+def _endless_with_arguments(mode, params, config):
+    """An input_fn as tf.estimator calls them, whose dataset repeats forever."""
+    features, labels = make_data(16, seed=1)
+    return tf.data.Dataset.from_tensor_slices((features, labels)).repeat().batch(8)
+
+
+@pytest.mark.parametrize("endless, message", [
+    (lambda: hk.input_fn(*make_data(16, seed=1), tiny_heads(), num_epochs=None),
+     r"it was made with num_epochs=None, which repeats forever"),
+    (lambda: numpy_input_fn(*make_data(16, seed=1), repeat=True),
+     r"its dataset repeats forever \(a \.repeat\(\) with no count\?\)"),
+    (lambda: _endless_with_arguments, r"its dataset repeats forever \(a \.repeat\(\) with no "
+                                      r"count\?\)"),
+], ids=["hk-input-fn-num-epochs-none", "dataset-repeat", "estimator-style-arguments"])
+def test_an_evaluation_input_that_never_ends_is_refused_before_training(endless, message,
+                                                                         tmp_path):
+    train_input, _ = _inputs()
+    model_dir = tmp_path / "model"
+    with pytest.raises(hk.ConfigError, match=r"^eval_input_fn never ends: " + message +
+                       r", and eval_steps is None.*pass eval_steps=N") as raised:
+        hk.train_and_evaluate(_estimator(model_dir), train_input, endless(), max_steps=20,
+                              eval_every=5, progress=False)
+    assert raised.value.field == "eval_input_fn"
+    assert not model_dir.exists() or not any(model_dir.iterdir())
+
+
+def test_an_endless_evaluation_input_with_eval_steps_runs_and_numpy_integers_count(tmp_path):
+    train_input, _ = _inputs()
+    endless = hk.input_fn(*make_data(16, seed=1), tiny_heads(), batch_size=8, num_epochs=None)
+    result = hk.train_and_evaluate(
+        _estimator(tmp_path), train_input, endless, max_steps=np.int64(4),
+        eval_every=np.int64(2), eval_steps=np.int64(2), progress=False,
+        early_stopping=hk.EarlyStopping("loss", patience=np.int64(1)))
+    assert result.steps == 4 and [e.step for e in result.history] == [2, 4]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"progress": "yes"}, TypeError,
+     r"progress must be True, False or a stream with write\(\) \(got 'yes'\)\. Use "
+     r"progress=True"),
+    ({"max_steps": "100"}, ValueError, r"max_steps must be an int >= 1 \(got '100', a str\)"),
+    ({"eval_every": 2.5}, ValueError, r"eval_every must be an int >= 1 \(got 2\.5\)"),
+    ({"eval_steps": 0}, ValueError, r"eval_steps must be an int >= 1 \(got 0\)"),
+], ids=["progress-yes", "max-steps-text", "eval-every-fraction", "eval-steps-zero"])
+def test_bad_loop_arguments_name_the_field_and_value(kwargs, error, message, tmp_path):
+    train_input, eval_input = _inputs()
+    arguments = {"max_steps": 20, "eval_every": 5, "progress": False, **kwargs}
+    with pytest.raises(error, match=message) as raised:
+        hk.train_and_evaluate(_estimator(tmp_path), train_input, eval_input, **arguments)
+    assert isinstance(raised.value, hk.ConfigError) and raised.value.field == next(iter(kwargs))
