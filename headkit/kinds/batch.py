@@ -1,0 +1,180 @@
+"""One batch through the heads: labels matched to heads, example weights, per-head losses.
+
+Backend-neutral (TensorFlow, no Estimator): the Estimator's model_fn and the
+Keras backend's train step both compute a batch's losses with
+:func:`head_terms`, so the numbers are the same on both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional
+
+import attrs
+import tensorflow as tf
+
+from headkit import kinds
+from headkit.errors import DataError, head_assert_data, non_finite_assert_data
+from headkit.kinds import losses
+from headkit.spec.head import Head
+from headkit.spec.headset import HeadSet
+
+__all__ = ["HeadTerms", "labels_by_head", "example_weights", "head_terms", "total_loss",
+           "finite_guard"]
+
+
+@attrs.frozen
+class HeadTerms:
+    """One trained head's share of a batch.
+
+    Attributes:
+        labels: loss-ready labels (the kind's ``prepare_labels``).
+        weights: per-example weights (labelled-row mask x ``weight_column``), or None.
+        example_losses: the loss of each example, ``[batch]``.
+        loss: the head's loss: the weighted mean of ``example_losses``.
+    """
+
+    labels: Any
+    weights: Optional[Any]
+    example_losses: Any
+    loss: Any
+
+
+def labels_by_head(heads: HeadSet, labels: Any) -> Dict[str, Any]:
+    """The labels dict, checked against the trained heads' label keys (a lone tensor for one).
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
+        >>> list(labels_by_head(heads, tf.zeros([2, 1])))
+        ['y']
+    """
+    keys = heads.label_keys
+    if not isinstance(labels, Mapping):
+        if len(keys) == 1 and labels is not None:
+            return {keys[0]: labels}
+        raise DataError(
+            f"labels: expected a dict with keys {list(keys)!r} (got {type(labels).__name__}). "
+            "Return (features, {label_key: tensor, ...}) from the input_fn."
+        )
+    missing = [k for k in keys if k not in labels]
+    extra = [k for k in labels if k not in keys]
+    problems = []
+    if missing:
+        problems.append(f"missing {missing!r}: every trained head needs its labels")
+    if extra:
+        problems.append(f"{extra!r} would be ignored: remove them, or add a Head")
+    if problems:
+        raise DataError(
+            f"labels: keys {sorted(labels)!r} do not match the trained heads' label keys "
+            f"{list(keys)!r}; " + "; ".join(problems) + "."
+        )
+    return dict(labels)
+
+
+def example_weights(head: Head, features: Any) -> Optional[tf.Tensor]:
+    """The head's ``weight_column`` as float32 ``[batch]``, checked finite and >= 0 per batch.
+
+    Example:
+        >>> from headkit import spec
+        >>> head = spec.Head("y", spec.Regression(), weight_column="w")
+        >>> example_weights(head, {"w": tf.constant([[1.0], [2.0]])}).numpy().tolist()
+        [1.0, 2.0]
+    """
+    column = head.weight_column
+    if column is None:
+        return None
+    if not isinstance(features, Mapping) or column not in features:
+        given = sorted(features) if isinstance(features, Mapping) else type(features).__name__
+        raise DataError(
+            f"Head {head.name!r}: weight_column {column!r} is not among the features "
+            f"{given!r}. Add the column to the features the input_fn returns, or drop "
+            "weight_column from the head."
+        )
+    weights = tf.reshape(tf.cast(features[column], tf.float32), [-1])
+    valid = tf.logical_and(tf.math.is_finite(weights), weights >= 0.0)
+    check = tf.debugging.Assert(
+        tf.reduce_all(valid),
+        head_assert_data(
+            head.name, f"weight_column {column!r} must hold finite weights >= 0; got",
+            # as strings: an Assert whose data is only strings and int32 needs no per-step cond
+            tf.strings.as_string(tf.boolean_mask(weights, tf.logical_not(valid))[:10])),
+        summarize=10,
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(weights)
+
+
+def _combine(mask: Optional[tf.Tensor], weights: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
+    if mask is None:
+        return weights
+    if weights is None:
+        return mask
+    return mask * weights
+
+
+def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
+               features: Any) -> Dict[str, HeadTerms]:
+    """Each trained head's labels, weights, per-example losses and loss for one batch.
+
+    ``outputs`` are the body's outputs by head (``headkit.body.outputs_by_head``).
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
+        >>> terms = head_terms(heads, {"y": tf.constant([[1.0]])}, {"y": tf.constant([[3.0]])}, {})
+        >>> float(terms["y"].loss)
+        4.0
+    """
+    label_tensors = labels_by_head(heads, labels)
+    terms: Dict[str, HeadTerms] = {}
+    for head in heads.trained_heads:
+        kind = kinds.get(head)
+        with tf.name_scope(head.name):  # NAME_PATTERN names are valid scope names
+            ready, mask = kind.prepare_labels(head, label_tensors[head.label_key])
+            weights = _combine(mask, example_weights(head, features))
+            per_example = kind.per_example_loss(head, ready, outputs[head.name])
+            terms[head.name] = HeadTerms(ready, weights, per_example,
+                                         losses.head_loss(per_example, weights))
+    return terms
+
+
+def total_loss(heads: HeadSet, terms: Mapping[str, HeadTerms], regularization=()) -> tf.Tensor:
+    """The weighted total of the heads' losses plus the body's regularization losses.
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression(), weight=0.5)])
+        >>> float(total_loss(heads, {"y": HeadTerms(None, None, None, tf.constant(4.0))}))
+        2.0
+    """
+    return losses.total_loss(heads.trained_heads, {n: t.loss for n, t in terms.items()},
+                             regularization)
+
+
+def finite_guard(heads: HeadSet, terms: Mapping[str, HeadTerms], total: tf.Tensor,
+                 step: tf.Tensor) -> tf.Tensor:
+    """``total``, behind a check that every head's loss is finite (NaN and inf).
+
+    An update that depends on the returned tensor never applies a non-finite
+    loss: the check fails first, and ``headkit.errors`` names the heads and step.
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
+        >>> terms = {"y": HeadTerms(None, None, None, tf.constant(1.0))}
+        >>> float(finite_guard(heads, terms, tf.constant(1.0), tf.constant(3)))
+        1.0
+    """
+    names = [h.name for h in heads.trained_heads] + ["(total)"]
+    values = tf.stack([terms[h.name].loss for h in heads.trained_heads] + [total])
+    finite = tf.math.is_finite(values)
+    check = tf.debugging.Assert(
+        tf.reduce_all(finite),
+        # Only strings and int32, and no work but a cast: this runs on every step.
+        non_finite_assert_data(tf.cast(step, tf.int32), tf.constant(names),
+                               tf.cast(finite, tf.int32)),
+        summarize=len(names),
+        name="headkit_finite_loss_check",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(total)
