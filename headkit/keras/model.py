@@ -134,7 +134,6 @@ class _HeadsModel(tf.keras.Model):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
         self.fingerprint = tf.Variable("", dtype=tf.string, trainable=False, name="fingerprint")
-        self.current_fingerprint = ""
         self.head_metrics = HeadMetrics(heads)
 
     @property
@@ -163,7 +162,6 @@ class _HeadsModel(tf.keras.Model):
         self.optimizer.apply_gradients(pairs)
         self.step.assign_add(1)
         self.position.assign(index + 1)
-        self.fingerprint.assign(self.current_fingerprint)
         logs = {TOTAL_LOSS: total}
         logs.update({metric_key(name, TOTAL_LOSS): t.loss for name, t in terms.items()})
         return logs
@@ -388,7 +386,7 @@ class KerasModel:
                 "%s, now %s): the input starts from its beginning instead of batch %d.",
                 self.model_dir, saved, fingerprint, start)
             start = 0
-        self._model.current_fingerprint = fingerprint or ""
+        self._model.fingerprint.assign(fingerprint or "")  # saved with the next checkpoint
         return dataset.skip(start).enumerate(start) if start else dataset.enumerate()
 
     def train_and_evaluate_loop(self, plan: Any, monitor: Any) -> None:
