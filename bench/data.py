@@ -28,6 +28,8 @@ MAIN_VARIANTS = (
     "model_to_estimator",
     "keras_fit_spe1",
     "keras_fit_spe32",
+    "headkit_keras_spe1",
+    "headkit_keras_spe32",
 )
 
 

@@ -6,7 +6,8 @@ Usage (``bench/run.py`` calls this; run it by hand to debug one variant):
 
 ``prepare`` writes the data folder first. Variants: ``handwritten`` (the
 baseline), ``headkit``, ``canned_multihead``, ``model_to_estimator``,
-``keras_fit_spe1``, ``keras_fit_spe32``, and
+``keras_fit_spe1``, ``keras_fit_spe32``, ``headkit_keras_spe1``,
+``headkit_keras_spe32`` (``hk.KerasModel``), and
 ``scaling_headkit_<K>`` (a HeadSet of K heads: graph build time and steps/s).
 ``serve_interleaved`` times the kept exports of several variants in turn.
 """
@@ -258,6 +259,36 @@ def measure_keras_fit(steps_per_execution: int, args) -> Dict:
                          export_dir, "serving_default", args)
 
 
+def measure_headkit_keras(steps_per_run: int, args) -> Dict:
+    """hk.KerasModel on the workload: Keras fit with headkit's train step and export."""
+    import headkit as hk
+
+    paths, eval_paths = _paths(args)
+    model = hk.KerasModel(wl.build_body, headkit_heads(), optimizer="adam",
+                          learning_rate=wl.LEARNING_RATE, steps_per_run=steps_per_run,
+                          checkpoint_every=10**9, model_dir=os.path.join(args.workdir, "model"))
+    total = args.warmup + args.steps
+    timer = _KerasStepTimer(args.warmup, total)
+    fit = model.keras_model.fit
+
+    def timed_fit(*fit_args, **kwargs):  # the step clock rides along with train()'s own fit
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [timer]
+        return fit(*fit_args, **kwargs)
+
+    model.keras_model.fit = timed_fit
+    start = time.perf_counter()
+    model.train(wl.input_fn(paths), max_steps=total)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = model.evaluate(wl.input_fn(eval_paths, repeat=False), steps=args.eval_batches)
+    eval_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    export_dir = model.export(os.path.join(args.workdir, "export"))
+    export_seconds = time.perf_counter() - start
+    return _measurements(timer.clock, train_seconds, eval_seconds, metrics, export_seconds,
+                         export_dir, "predict", args)
+
+
 def measure_scaling(n_heads: int, args) -> Dict:
     """headkit with n_heads heads: the TRAIN graph's build time, then steps/s."""
     import headkit as hk
@@ -335,6 +366,8 @@ def run_variant(name: str, args) -> Dict:
         return _measure_stock_export(estimator, "raw:serving_default", args)
     if name.startswith("keras_fit_spe"):
         return measure_keras_fit(int(name[len("keras_fit_spe"):]), args)
+    if name.startswith("headkit_keras_spe"):
+        return measure_headkit_keras(int(name[len("headkit_keras_spe"):]), args)
     if name.startswith("scaling_headkit_"):
         return measure_scaling(int(name[len("scaling_headkit_"):]), args)
     raise ValueError(

@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 # config classes stay free of TensorFlow (fast, and testable without it).
 _LAZY = {
     "Estimator": "headkit.estimator",
+    "KerasModel": "headkit.keras",
     "export": "headkit.serving",
     "load": "headkit.serving.loading",
     "LoadedModel": "headkit.serving.loading",

@@ -16,7 +16,7 @@ from headkit.errors import ConfigError, ConfigTypeError, DataError, DataTypeErro
 from headkit.spec.headset import HeadSet
 
 __all__ = ["Body", "instantiate_body", "check_body", "body_inputs", "outputs_by_head",
-           "input_specs", "INPUT_NAME_PATTERN", "suggest_input_name"]
+           "input_specs", "model_input_specs", "INPUT_NAME_PATTERN", "suggest_input_name"]
 
 #: What a Keras Input may be called in a graph: TensorFlow's pattern for a root scope name.
 INPUT_NAME_PATTERN = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
@@ -247,8 +247,18 @@ def input_specs(body: Body) -> Optional[Dict[str, tf.TensorSpec]]:
         {'x': TensorSpec(shape=(None, 4), dtype=tf.float32, name=None)}
     """
     with tf.Graph().as_default():
-        model = instantiate_body(body)
-        if not getattr(model, "_is_graph_network", False) or not model.inputs:
-            return None
-        return {n: (tf.SparseTensorSpec if isinstance(t, tf.SparseTensor) else tf.TensorSpec)(
-            t.shape, t.dtype) for n, t in zip(model.input_names, model.inputs)}
+        return model_input_specs(instantiate_body(body))
+
+
+def model_input_specs(model: tf.keras.Model) -> Optional[Dict[str, tf.TensorSpec]]:
+    """The Keras ``Input``s of a built model by name (None for a model without them).
+
+    Example:
+        >>> x = tf.keras.Input((2,), name="x")
+        >>> model_input_specs(tf.keras.Model({"x": x}, {"y": tf.keras.layers.Dense(1)(x)}))
+        {'x': TensorSpec(shape=(None, 2), dtype=tf.float32, name=None)}
+    """
+    if not getattr(model, "_is_graph_network", False) or not model.inputs:
+        return None
+    return {n: (tf.SparseTensorSpec if isinstance(t, tf.SparseTensor) else tf.TensorSpec)(
+        t.shape, t.dtype) for n, t in zip(model.input_names, model.inputs)}

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping
 
-import attrs
 import tensorflow as tf
 
 from headkit import kinds
 from headkit.body import Body, body_inputs, instantiate_body, outputs_by_head
-from headkit.errors import ConfigError, ConfigTypeError, HeadkitError
+from headkit.errors import ConfigError
 from headkit.estimator import metrics as metrics_lib
 from headkit.estimator.optimizers import OptimizerFactory
 from headkit.kinds import CLASSIFY, REGRESS, batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
-from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import (
     DEFAULT_SIGNATURE,
@@ -30,64 +28,6 @@ from headkit.spec.keys import (
 __all__ = ["make_model_fn", "export_outputs"]
 
 ModeKeys = tf.estimator.ModeKeys
-
-
-def _guarded_loss(head: Head) -> Callable[[Any, Any], Any]:
-    """The head's custom loss; failing while the graph is built, it names the head and loss."""
-    loss = head.loss
-    label = getattr(loss, "__name__", None) or type(loss).__name__
-
-    def called_as(labels: Any, outputs: Any) -> str:
-        def describe(tensor: Any) -> str:
-            dtype = getattr(getattr(tensor, "dtype", None), "name", type(tensor).__name__)
-            return f"{getattr(tensor, 'shape', '?')} {dtype}"
-
-        return (f"headkit calls it as loss(labels, outputs) with labels {describe(labels)} "
-                f"and outputs {describe(outputs)}, and it must return one loss per example, "
-                "shape [batch].")
-
-    def guarded(labels: Any, outputs: Any) -> Any:
-        try:
-            values = loss(labels, outputs)
-        except HeadkitError:
-            raise
-        except Exception as error:  # the user's code: say whose it is, and what it was given
-            error_type = ConfigTypeError if isinstance(error, TypeError) else ConfigError
-            text = " ".join(str(error).split())[:300]
-            raise error_type(
-                f"Head {head.name!r}: the loss {label} failed while the graph was built "
-                f"({type(error).__name__}: {text}). {called_as(labels, outputs)}",
-                field="loss",
-            ) from error
-        if values is None:
-            raise ConfigError(
-                f"Head {head.name!r}: the loss {label} returned None. "
-                f"{called_as(labels, outputs)} Add the missing return.", field="loss")
-        rank = getattr(getattr(values, "shape", None), "rank", None)
-        if rank == 0:
-            raise ConfigError(
-                f"Head {head.name!r}: the loss {label} returned one number for the whole batch "
-                f"(shape ()). {called_as(labels, outputs)} Reduce only the axes after the "
-                "batch (e.g. tf.reduce_mean(..., axis=-1)), never the batch itself: headkit "
-                "masks and weights rows before it averages.", field="loss")
-        shape = getattr(values, "shape", None)
-        if rank is not None and rank > 1 and not (rank == 2 and shape[-1] in (1, None)):
-            raise ConfigError(
-                f"Head {head.name!r}: the loss {label} returned shape {shape}, not one loss per "
-                f"example. {called_as(labels, outputs)} Reduce the axes after the batch inside "
-                "the loss (e.g. tf.reduce_mean(..., axis=-1)).", field="loss")
-        return values
-
-    guarded.__name__ = label
-    return guarded
-
-
-def _with_guarded_losses(heads: HeadSet) -> HeadSet:
-    """``heads``, with each custom loss behind :func:`_guarded_loss`."""
-    if not any(callable(head.loss) for head in heads):
-        return heads
-    return HeadSet([attrs.evolve(head, loss=_guarded_loss(head)) if callable(head.loss) else head
-                    for head in heads])
 
 
 def _train_op(optimizer: Any, loss: tf.Tensor, variables: List[tf.Variable],
@@ -159,7 +99,6 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
         >>> est = tf.estimator.Estimator(make_model_fn(body, heads, resolve_optimizer("sgd")))
     """
 
-    loss_heads = _with_guarded_losses(heads)  # a failing custom loss names its head
 
     def model_fn(features: Any, labels: Any, mode: str, config: Any = None):
         training = mode == ModeKeys.TRAIN
@@ -173,7 +112,7 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
                 mode, predictions=predictions, export_outputs=export_outputs(heads, per_head))
 
         flat_inputs = tf.nest.flatten(inputs)
-        terms = batch.head_terms(loss_heads, outputs, labels, features)
+        terms = batch.head_terms(heads, outputs, labels, features)
         eval_metrics: Dict[str, Any] = {}
         if mode == ModeKeys.EVAL:
             for head in heads.trained_heads:

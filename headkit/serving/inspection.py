@@ -40,7 +40,8 @@ def describe_export(export_dir: str) -> Dict[str, Any]:
         signature_defs = read_signature_defs(export_dir)
     default_head = manifest.get("default_head")
     signatures: List[Dict[str, Any]] = []
-    for key in sorted(signature_defs):
+    # TensorFlow 2 SavedModels carry an internal `__saved_model_init_op`; no client calls it.
+    for key in sorted(k for k in signature_defs if not k.startswith("__")):
         sig = signature_defs[key]
         signatures.append(
             {

@@ -1,8 +1,8 @@
 """The model_dir record: what a model_dir was trained with, so a rerun cannot mix two models.
 
 ``model_dir/headkit_model.json`` (schema version :data:`RECORD_SCHEMA`) holds
-the HeadSet and the body's layer structure (class and weight shapes of each
-layer). A rerun is checked against it before anything is written:
+the HeadSet, the body's layer structure (class and weight shapes of each
+layer) and the backend that trains it. A rerun is checked against it before anything is written:
 
 - fatal: head names, kinds, ``n_classes``/vocabulary/dimension, ``label_key``,
   and the body's layers and shapes. Restoring the checkpoints would put one
@@ -46,8 +46,13 @@ _LOGGED_HEAD_FIELDS = ("loss", "metrics", "weight", "missing_label", "weight_col
 logger = logging.getLogger("headkit")
 
 
-def model_record(heads: HeadSet, body: Body) -> Dict[str, Any]:
+def model_record(heads: HeadSet, body: Body, backend: str = "estimator",
+                 model: Optional[tf.keras.Model] = None) -> Dict[str, Any]:
     """The record of ``heads`` and ``body``: JSON-ready, with its schema version.
+
+    ``model`` is the body already built (the Keras backend builds it eagerly:
+    a Keras 2 model built inside a ``tf.Graph`` afterwards would invalidate it);
+    without it the body is built in a scratch graph.
 
     Example:
         >>> model_record(heads, build_body)["schema_version"]  # doctest: +SKIP
@@ -55,11 +60,15 @@ def model_record(heads: HeadSet, body: Body) -> Dict[str, Any]:
     """
     import headkit
 
-    with tf.Graph().as_default():
-        layers = body_structure(instantiate_body(body), heads, with_values=False)
+    if model is not None:
+        layers = body_structure(model, heads, with_values=False)
+    else:
+        with tf.Graph().as_default():
+            layers = body_structure(instantiate_body(body), heads, with_values=False)
     return {
         "schema_version": RECORD_SCHEMA,
         "headkit_version": headkit.__version__,
+        "backend": backend,
         "heads": config.heads_to_dict(heads, strict=False)["heads"],
         "body": [{"class": layer.class_name, "shapes": [list(s) for s in layer.shapes],
                   "head": layer.owner} for layer in layers],
@@ -160,7 +169,13 @@ def _legacy_head_names(model_dir: str) -> Optional[List[str]]:
     return sorted(n for n in names if n) or None
 
 
-def check_model_dir(model_dir: Optional[str], heads: HeadSet, body: Body) -> Dict[str, Any]:
+def _has_estimator_checkpoints(model_dir: str) -> bool:
+    return any(name.startswith("model.ckpt-") for name in os.listdir(model_dir))
+
+
+def check_model_dir(model_dir: Optional[str], heads: HeadSet, body: Body,
+                    backend: str = "estimator",
+                    model: Optional[tf.keras.Model] = None) -> Dict[str, Any]:
     """Check ``heads`` and ``body`` against ``model_dir``'s record; return the record to write.
 
     Raises:
@@ -170,10 +185,18 @@ def check_model_dir(model_dir: Optional[str], heads: HeadSet, body: Body) -> Dic
     Example:
         >>> record = check_model_dir("runs/penguins", heads, build_body)  # doctest: +SKIP
     """
-    record = model_record(heads, body)
+    record = model_record(heads, body, backend, model)
     if not model_dir or not os.path.isdir(model_dir):
         return record
     previous = read_record(model_dir)
+    trained_by = (previous or {}).get("backend", "estimator")
+    if (previous is not None or _has_estimator_checkpoints(model_dir)) and trained_by != backend:
+        raise RecordMismatchError(
+            f"model_dir {model_dir!r} holds a model trained by the {trained_by} backend, and "
+            f"its checkpoints cannot be read by the {backend} one. "
+            + ("Move it with hk.KerasModel.from_estimator(estimator, model_dir=NEW_DIR)."
+               if backend == "keras" else "Use a new model_dir.")
+        )
     if previous is None:
         legacy = _legacy_head_names(model_dir)
         trained = sorted(h.name for h in heads.trained_heads)

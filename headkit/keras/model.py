@@ -1,0 +1,533 @@
+"""``hk.KerasModel``: the same HeadSet trained with Keras, and the identical verified export.
+
+It implements the backend protocol (``headkit.training.protocol.Backend``), so
+``hk.train_and_evaluate`` drives it with the same early stopping, best exports
+and resume as ``hk.Estimator``. A batch's losses come from
+``headkit.kinds.batch``, as the Estimator's do; the export is checked against
+the same signature table and TF Serving rules.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import tempfile
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Union
+
+import numpy as np
+import tensorflow as tf
+
+from headkit.body import (
+    Body,
+    body_inputs,
+    check_body,
+    instantiate_body,
+    model_input_specs,
+    outputs_by_head,
+)
+from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
+from headkit.keras.export import write_keras_saved_model
+from headkit.keras.metrics import HeadMetrics
+from headkit.kinds import batch
+from headkit.kinds.predictions import flat_predictions, head_predictions
+from headkit.serving.export_dir import write_export
+from headkit.serving.features import check_spec, spec_of_inputs, spec_to_dict
+from headkit.serving.manifest import write_manifest
+from headkit.spec.head import Head
+from headkit.spec.headset import HeadSet
+from headkit.spec.keys import TOTAL_LOSS, metric_key
+from headkit.spec.scalars import as_int
+from headkit.training.loop import generic_loop
+from headkit.training.record import RECORD_FILE, check_model_dir, write_record
+
+__all__ = ["KerasModel", "OPTIMIZERS"]
+
+logger = logging.getLogger("headkit")
+
+#: Optimizer names -> (Keras optimizer class name, default learning rate): the
+#: Estimator's names and rates.
+OPTIMIZERS: Dict[str, tuple] = {
+    "adam": ("Adam", 0.001),
+    "sgd": ("SGD", 0.01),
+    "adagrad": ("Adagrad", 0.01),
+    "rmsprop": ("RMSprop", 0.001),
+    "ftrl": ("Ftrl", 0.01),
+}
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+_CHECKPOINT_NAME = "ckpt"
+
+
+def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callable[[], Any]:
+    """Check an optimizer spec now; return a factory of a fresh Keras optimizer."""
+    keras_optimizers = (tf.keras.optimizers.Optimizer,)
+    legacy = getattr(tf.keras.optimizers, "legacy", None)
+    if legacy is not None:
+        keras_optimizers += (legacy.Optimizer,)
+    if isinstance(optimizer, str):
+        key = optimizer.lower()
+        if key not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer: unknown name {optimizer!r}. Known names: {', '.join(OPTIMIZERS)}; "
+                "or pass a Keras optimizer.", field="optimizer")
+        name, default_rate = OPTIMIZERS[key]
+        rate = default_rate if learning_rate is None else learning_rate
+        return lambda: getattr(tf.keras.optimizers, name)(learning_rate=rate)
+    if learning_rate is not None:
+        raise ConfigError(
+            f"optimizer: learning_rate={learning_rate!r} applies only to an optimizer name "
+            f"(got {optimizer!r}). Set the rate on the optimizer object instead.",
+            field="learning_rate")
+    if isinstance(optimizer, keras_optimizers):
+        return lambda: optimizer
+    if isinstance(optimizer, tf.compat.v1.train.Optimizer):
+        raise ConfigTypeError(
+            f"optimizer: {type(optimizer).__name__} is a TF1 optimizer, which Keras models do "
+            "not take. Pass a Keras optimizer (tf.keras.optimizers.Adam(...)) or a name "
+            f"({', '.join(OPTIMIZERS)}).", field="optimizer")
+    if callable(optimizer) and not isinstance(optimizer, type):
+        sample = optimizer()  # called once now, so a bad factory fails at construction
+        if isinstance(sample, keras_optimizers):
+            return optimizer
+        raise ConfigTypeError(
+            f"optimizer: the factory {optimizer!r} returned {sample!r}, not a Keras optimizer.",
+            field="optimizer")
+    raise ConfigTypeError(
+        f"optimizer must be a name ({', '.join(OPTIMIZERS)}), a Keras optimizer or a "
+        f"zero-argument factory returning one (got {optimizer!r}).", field="optimizer")
+
+
+def _refuse_clusters() -> None:
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}") if os.environ.get(
+        "TF_CONFIG") else {}
+    cluster = config.get("cluster") or {}
+    tasks = sum(len(v) if isinstance(v, (list, dict)) else 1 for v in cluster.values())
+    if tasks > 1:
+        raise ConfigError(
+            f"hk.KerasModel trains in one process, and TF_CONFIG describes a cluster of {tasks} "
+            f"tasks ({sorted(cluster)}). Train on a cluster with hk.Estimator, or unset "
+            "TF_CONFIG to train here.", field="TF_CONFIG")
+
+
+def _call_input_fn(input_fn: Callable, mode: str) -> tf.data.Dataset:
+    if not callable(input_fn):
+        raise ConfigTypeError(f"input_fn must be a function returning a tf.data.Dataset "
+                              f"(got {input_fn!r}).", field="input_fn")
+    accepted = inspect.signature(input_fn).parameters
+    dataset = input_fn(mode=mode) if "mode" in accepted else input_fn()
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ConfigTypeError(
+            f"input_fn must return a tf.data.Dataset for hk.KerasModel (got "
+            f"{type(dataset).__name__}). hk.input_fn and hk.input_fn_from_dataframe do.",
+            field="input_fn")
+    return dataset
+
+
+class _HeadsModel(tf.keras.Model):
+    """The body with headkit's heads: the loss, the update and the metrics of a batch."""
+
+    def __init__(self, body: tf.keras.Model, heads: HeadSet) -> None:
+        super().__init__()
+        self.headkit_body = body
+        self.headkit_heads = heads
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
+        self.fingerprint = tf.Variable("", dtype=tf.string, trainable=False, name="fingerprint")
+        self.head_metrics = HeadMetrics(heads)
+
+    @property
+    def metrics(self):
+        return self.head_metrics.all
+
+    def call(self, features, training=False):
+        body = self.headkit_body
+        return outputs_by_head(self.headkit_heads, body,
+                               body(body_inputs(body, features), training=training))
+
+    def _terms(self, features, labels, training):
+        outputs = self(features, training=training)
+        terms = batch.head_terms(self.headkit_heads, outputs, labels, features)
+        total = batch.total_loss(self.headkit_heads, terms, self.headkit_body.losses)
+        return outputs, terms, total
+
+    def train_step(self, data):
+        index, (features, labels) = data
+        with tf.GradientTape() as tape:
+            _, terms, total = self._terms(features, labels, training=True)
+            total = batch.finite_guard(self.headkit_heads, terms, total, self.step + 1)
+        variables = self.headkit_body.trainable_variables
+        pairs = [(g, v) for g, v in zip(tape.gradient(total, variables), variables)
+                 if g is not None]
+        self.optimizer.apply_gradients(pairs)
+        self.step.assign_add(1)
+        self.position.assign(index + 1)
+        logs = {TOTAL_LOSS: total}
+        logs.update({metric_key(name, TOTAL_LOSS): t.loss for name, t in terms.items()})
+        return logs
+
+    def test_step(self, data):
+        features, labels = data
+        outputs, terms, total = self._terms(features, labels, training=False)
+        self.head_metrics.update(terms, head_predictions(self.headkit_heads, outputs), total)
+        return self.head_metrics.results()
+
+
+class _Checkpointing(tf.keras.callbacks.Callback):
+    """Saves every ``every`` steps (at the first run end at or past it); feeds the progress."""
+
+    def __init__(self, owner: "KerasModel", every: int, progress: Any) -> None:
+        super().__init__()
+        self.owner, self.every, self.progress = owner, every, progress
+        self.saved = int(owner._model.step.numpy())
+
+    def on_train_batch_end(self, batch_index, logs=None):
+        step = int(self.owner._model.step.numpy())
+        if self.progress is not None:
+            loss = (logs or {}).get(TOTAL_LOSS)
+            self.progress.update(step, None if loss is None else float(loss))
+        self.owner._write_summaries(logs or {}, step)
+        if step // self.every > self.saved // self.every:
+            self.owner._save()
+            self.saved = step
+
+
+class KerasModel:
+    """A Keras model built from a body and a HeadSet: the Estimator's twin, without tf.estimator.
+
+    ``train``, ``evaluate``, ``predict`` and ``export`` mean what they mean
+    for ``hk.Estimator``: ``evaluate()`` reports ``loss`` and
+    ``"<head>/<metric>"`` with the same definitions, ``predict()`` yields
+    ``"<head>/<key>"`` arrays, and ``export()`` writes the same verified
+    signatures. Checkpoints (``model_dir/ckpt-<step>``) hold the weights,
+    the optimizer, the global step and the training input's position.
+
+    Args:
+        body: a function returning a fresh ``tf.keras.Model``, or a functional
+            / Sequential Keras model (cloned; its current weights are not used).
+        heads: a ``HeadSet``, or a list of ``Head``.
+        optimizer: a name (``adam``, ``sgd``, ``adagrad``, ``rmsprop``,
+            ``ftrl``), a Keras optimizer, or a zero-argument factory of one.
+        learning_rate: with an optimizer name only.
+        model_dir: where checkpoints, the training record and exports go;
+            default a new temporary folder.
+        steps_per_run: training steps per call of the compiled step (Keras'
+            ``steps_per_execution``); checkpoints and evaluations happen at
+            the first run boundary at or past their step.
+        checkpoint_every: steps between checkpoints within ``train()`` (a
+            checkpoint is also written when ``train()`` returns).
+        keep_checkpoints: how many checkpoints to keep.
+        seed: seeds Python, NumPy and TensorFlow before the body is built, for
+            repeatable initial weights.
+
+    Example:
+        >>> import headkit as hk
+        >>> def build_body():
+        ...     x = tf.keras.Input((4,), name="x")
+        ...     h = tf.keras.layers.Dense(8, activation="relu")(x)
+        ...     return tf.keras.Model({"x": x}, {"kind": tf.keras.layers.Dense(3)(h)})
+        >>> model = hk.KerasModel(build_body, [hk.Head("kind", hk.Classification(3))])
+    """
+
+    def __init__(
+        self,
+        body: Body,
+        heads: Union[HeadSet, Iterable[Head]],
+        optimizer: Any = "adam",
+        learning_rate: Optional[float] = None,
+        model_dir: Optional[str] = None,
+        steps_per_run: int = 1,
+        checkpoint_every: int = 100,
+        keep_checkpoints: int = 5,
+        seed: Optional[int] = None,
+    ) -> None:
+        _refuse_clusters()
+        if not isinstance(heads, HeadSet):
+            heads = HeadSet(heads)
+        self._heads, self._body = heads, check_body(body)
+        for name, value in (("steps_per_run", steps_per_run),
+                            ("checkpoint_every", checkpoint_every),
+                            ("keep_checkpoints", keep_checkpoints)):
+            value = as_int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1 (got {value!r}).", field=name)
+        self.steps_per_run = as_int(steps_per_run)
+        self.checkpoint_every = as_int(checkpoint_every)
+        if model_dir is None:
+            model_dir = tempfile.mkdtemp(prefix="headkit-keras-")
+        if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+            raise ConfigError(f"model_dir {model_dir!r} is a file, not a folder. Pass a folder "
+                              "(it is created if missing).", field="model_dir")
+        self._model_dir = model_dir
+        self._progress = None
+        if seed is not None:
+            tf.keras.utils.set_random_seed(as_int(seed))
+        # Everything Keras here is built eagerly: in Keras 2, a model built inside a
+        # tf.Graph (as the Estimator does) invalidates Keras models built before it.
+        body_model = instantiate_body(self._body)
+        self._record = None
+        if os.path.isdir(model_dir) and os.listdir(model_dir):
+            self._record = check_model_dir(model_dir, heads, self._body, backend="keras",
+                                           model=body_model)
+        self._model = _HeadsModel(body_model, heads)
+        self._model.compile(optimizer=_optimizer_factory(optimizer, learning_rate)(),
+                            steps_per_execution=self.steps_per_run)
+        self._checkpoint = tf.train.Checkpoint(
+            body=self._model.headkit_body, optimizer=self._model.optimizer,
+            step=self._model.step,
+            input=tf.train.Checkpoint(position=self._model.position,
+                                      fingerprint=self._model.fingerprint))
+        self._manager = tf.train.CheckpointManager(
+            self._checkpoint, model_dir, max_to_keep=keep_checkpoints,
+            checkpoint_name=_CHECKPOINT_NAME)
+        self._restore()
+        self._writers: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ protocol
+
+    @property
+    def model_dir(self) -> str:
+        """The folder of checkpoints, the training record and exports."""
+        return self._model_dir
+
+    @property
+    def heads(self) -> HeadSet:
+        """The HeadSet this model trains and exports."""
+        return self._heads
+
+    @property
+    def body(self) -> Body:
+        """The body as given: a builder function or a Keras model."""
+        return self._body
+
+    @property
+    def keras_model(self) -> tf.keras.Model:
+        """The compiled ``tf.keras.Model`` (body + heads), for ``fit`` with your own callbacks.
+
+        Its training data is ``(index, (features, labels))``, as ``train()`` feeds it.
+        """
+        return self._model
+
+    is_chief = True
+
+    def latest_checkpoint(self) -> Optional[str]:
+        """The newest checkpoint's path, or None before any training."""
+        return self._manager.latest_checkpoint
+
+    def global_step(self) -> int:
+        """The global step: the number of training steps applied so far."""
+        return int(self._model.step.numpy())
+
+    def _restore(self) -> None:
+        latest = self._manager.latest_checkpoint
+        if latest is None:
+            return
+        self._checkpoint.restore(latest).expect_partial()
+        logger.info("headkit: restored %s (step %d).", latest, self.global_step())
+
+    def _save(self) -> str:
+        return self._manager.save(checkpoint_number=self.global_step())
+
+    def _write_record(self) -> None:
+        if not os.path.exists(os.path.join(self.model_dir, RECORD_FILE)):
+            if self._record is None:
+                self._record = check_model_dir(self.model_dir, self.heads, self.body,
+                                               backend="keras", model=self._model.headkit_body)
+            write_record(self.model_dir, self._record)
+
+    def _writer(self, name: str) -> Any:
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(
+                os.path.join(self.model_dir, name) if name else self.model_dir)
+        return self._writers[name]
+
+    def _write_summaries(self, values: Mapping[str, Any], step: int, name: str = "") -> None:
+        with self._writer(name).as_default(step=step):
+            for key, value in values.items():
+                tf.summary.scalar(key, float(value))
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, input_fn: Callable, max_steps: Optional[int] = None,
+              steps: Optional[int] = None) -> "KerasModel":
+        """Train until the global step reaches ``max_steps`` (or ``steps`` more), or the input ends.
+
+        A NaN or inf loss raises ``hk.NonFiniteLossError`` naming the heads and
+        the step; no update from that batch on is applied and no checkpoint
+        holds it. Bad data raises ``hk.DataError``.
+
+        Example:
+            >>> model.train(train_input, max_steps=1000)  # doctest: +SKIP
+        """
+        if (max_steps is None) == (steps is None):
+            raise ConfigError("train: give exactly one of max_steps and steps.",
+                              field="max_steps")
+        start = self.global_step()
+        target = as_int(max_steps) if max_steps is not None else start + as_int(steps)
+        if target <= start:
+            return self
+        self._write_record()
+        dataset = self._positioned(_call_input_fn(input_fn, "train"),
+                                   getattr(input_fn, "headkit_fingerprint", None))
+        callback = _Checkpointing(self, self.checkpoint_every, self._progress)
+        with translate_graph_errors():
+            self._model.fit(dataset, epochs=1, steps_per_epoch=target - start, verbose=0,
+                            callbacks=[callback])
+        self._save()
+        return self
+
+    def _positioned(self, dataset: tf.data.Dataset, fingerprint: Optional[str]):
+        """The dataset from the saved position on, with each batch's index (see docs/keras.md)."""
+        start = int(self._model.position.numpy())
+        saved = self._model.fingerprint.numpy().decode()
+        if start and fingerprint and saved and fingerprint != saved:
+            logger.warning(
+                "headkit: the training data changed since the checkpoint in %r (fingerprint "
+                "%s, now %s): the input starts from its beginning instead of batch %d.",
+                self.model_dir, saved, fingerprint, start)
+            start = 0
+        self._model.fingerprint.assign(fingerprint or "")  # saved with the next checkpoint
+        return dataset.skip(start).enumerate(start) if start else dataset.enumerate()
+
+    def train_and_evaluate_loop(self, plan: Any, monitor: Any) -> None:
+        """The loop ``hk.train_and_evaluate`` runs: the generic one, with per-step progress."""
+        self._progress = plan.progress
+        try:
+            generic_loop(self, plan, monitor)
+        finally:
+            self._progress = None
+
+    def evaluate(self, input_fn: Callable, steps: Optional[int] = None) -> Dict[str, Any]:
+        """``loss``, ``"<head>/<metric>"`` and ``global_step`` on the input (or ``steps`` batches).
+
+        Example:
+            >>> model.evaluate(eval_input)["species/accuracy"]  # doctest: +SKIP
+            0.97
+        """
+        dataset = _call_input_fn(input_fn, "eval")
+        with translate_graph_errors():
+            results = self._model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)
+        results = {k: np.float32(v) for k, v in results.items()}
+        step = self.global_step()
+        self._write_summaries(results, step, name="eval")
+        return {**results, "global_step": np.int64(step)}
+
+    def predict(self, input_fn: Callable) -> Iterator[Dict[str, np.ndarray]]:
+        """Yield ``{"<head>/<key>": array}`` for each example of the input.
+
+        Example:
+            >>> next(model.predict(predict_input))["species/classes"]  # doctest: +SKIP
+            array([b'Adelie'], dtype=object)
+        """
+        dataset = _call_input_fn(input_fn, "infer")
+        heads = self.heads
+
+        @tf.function
+        def step(features):
+            return flat_predictions(head_predictions(heads, self._model(features)))
+
+        for element in dataset:
+            features = element[0] if isinstance(element, tuple) else element
+            with translate_graph_errors():
+                arrays = {k: v.numpy() for k, v in step(features).items()}
+            for row in range(len(next(iter(arrays.values())))):
+                yield {k: v[row] for k, v in arrays.items()}
+
+    # ------------------------------------------------------------------ export
+
+    def export(
+        self,
+        export_dir_base: str,
+        feature_spec: Optional[Mapping[str, Any]] = None,
+        checkpoint_path: Optional[str] = None,
+        extra_manifest: Optional[Mapping[str, Any]] = None,
+    ) -> str:
+        """Export a verified SavedModel with every head's signatures; return its path.
+
+        The same table, methods, inputs, outputs and manifest as
+        ``hk.Estimator.export``; written to ``temp-<stamp>``, checked against
+        TensorFlow Serving's rules, then renamed.
+
+        Args:
+            export_dir_base: the folder that receives the timestamped export.
+            feature_spec: ``{name: tf.io.FixedLenFeature}``; by default read
+                from the body's Keras Inputs.
+            checkpoint_path: the checkpoint to export; default the latest.
+            extra_manifest: more JSON-ready entries for the manifest.
+
+        Example:
+            >>> export_dir = model.export("exports/penguins")  # doctest: +SKIP
+        """
+        checkpoint_path = checkpoint_path or self.latest_checkpoint()
+        if checkpoint_path is None:
+            raise ConfigError(
+                f"export: no checkpoint in {self.model_dir!r}. Train the model first, or pass "
+                "checkpoint_path=.", field="checkpoint_path")
+        inputs = model_input_specs(self._model.headkit_body)
+        spec = dict(feature_spec) if feature_spec is not None else spec_of_inputs(inputs)
+        check_spec(spec)
+        body = instantiate_body(self.body)
+        step = tf.Variable(0, dtype=tf.int64)
+        tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path).expect_partial()
+
+        def write(temp_dir: str):
+            expected, problems = write_keras_saved_model(self.heads, body, spec, inputs or {},
+                                                         temp_dir)
+            write_manifest(temp_dir, self.heads, expected, spec_to_dict(spec),
+                           int(step.numpy()), checkpoint_path, "keras", extra_manifest)
+            return expected, problems
+
+        return write_export(export_dir_base, write)
+
+    # ------------------------------------------------------------------ migration
+
+    @classmethod
+    def from_estimator(cls, estimator: Any, model_dir: Optional[str] = None,
+                       **options: Any) -> "KerasModel":
+        """A KerasModel with an ``hk.Estimator``'s heads, body and trained body weights.
+
+        The weights of its newest checkpoint, batch-norm moving statistics
+        included, are matched to the Keras body by layer structure
+        (``headkit.training.weights``), never by graph names; the new
+        ``model_dir`` starts at the Estimator's global step.
+
+        Args:
+            estimator: a trained ``hk.Estimator``.
+            model_dir: the new model's folder (not the Estimator's).
+            **options: more ``KerasModel`` arguments (``optimizer``, ...).
+
+        Example:
+            >>> hk.KerasModel.from_estimator(estimator, model_dir="runs/keras")  # doctest: +SKIP
+        """
+        from headkit.training.weights import (
+            apply_weights,
+            body_structure,
+            checkpoint_weights,
+            match_weights,
+        )
+
+        checkpoint = estimator.latest_checkpoint()
+        if checkpoint is None:
+            raise ConfigError(f"from_estimator: {estimator.model_dir!r} holds no checkpoint; "
+                              "train the Estimator first.", field="estimator")
+        if model_dir is not None and os.path.abspath(model_dir) == os.path.abspath(
+                estimator.model_dir):
+            raise ConfigError(
+                f"from_estimator: model_dir {model_dir!r} is the Estimator's own; give the "
+                "Keras model a new folder (its checkpoints have another format).",
+                field="model_dir")
+        # Read in a scratch graph before any eager Keras model exists (see __init__).
+        source = checkpoint_weights(estimator.body, estimator.heads, checkpoint)
+        step = estimator.global_step()
+        model = cls(estimator.body, estimator.heads, model_dir=model_dir, **options)
+        if model.latest_checkpoint() is not None:
+            raise ConfigError(f"from_estimator: {model.model_dir!r} already holds a Keras "
+                              "checkpoint; give a new model_dir.", field="model_dir")
+        target = body_structure(model._model.headkit_body, model.heads, with_values=False)
+        match = match_weights(source, target)
+        apply_weights(model._model.headkit_body, match)
+        logger.info("headkit: from_estimator: %s", match.report())
+        model._model.step.assign(step)
+        model._write_record()
+        model._save()
+        return model
