@@ -49,6 +49,23 @@ class _Exporter(tf.estimator.Exporter):
         return new_export
 
 
+class _BoundaryTimer(tf.compat.v1.train.SecondOrStepTimer):
+    """Triggers at the first step at or past each multiple of ``every_steps``.
+
+    ``SecondOrStepTimer`` counts from the last trigger, so with several steps
+    per run (or a resumed run) its saves drift off the multiples of
+    ``eval_every``; this one does not.
+    """
+
+    def __init__(self, every_steps: int) -> None:
+        super().__init__(every_steps=every_steps)
+        self._every = every_steps
+
+    def should_trigger_for_step(self, step):
+        last = self.last_triggered_step()
+        return last is None or step // self._every > last // self._every
+
+
 class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
     """Saves every ``eval_every`` steps; stops right after the evaluation that decides.
 
@@ -61,6 +78,8 @@ class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
         config = monitor.model.config
         super().__init__(monitor.model.model_dir, save_steps=save_steps,
                          save_graph_def=config.checkpoint_save_graph_def, listeners=listeners)
+        self._timer = _BoundaryTimer(save_steps)
+        self._set_steps_per_run(getattr(monitor.model, "steps_per_run", 1))
         self._monitor, self._reload = monitor, reload
 
     def after_run(self, run_context, run_values):
