@@ -154,19 +154,26 @@ class StepClock:
 
 
 class StepTimer(tf.compat.v1.train.SessionRunHook):
-    """Times training steps ``warmup+1 .. total``: no graph building, no checkpoint."""
+    """Times training steps ``warmup+1 .. total``: no graph building, no checkpoint.
 
-    def __init__(self, warmup: int, total: int) -> None:
-        self.warmup, self.total = warmup, total
+    ``steps_per_run`` steps happen in each ``session.run`` (headkit's
+    ``steps_per_run``); the clock starts and stops on the run boundaries
+    at or past ``warmup`` and ``total``.
+    """
+
+    def __init__(self, warmup: int, total: int, steps_per_run: int = 1) -> None:
+        self.warmup, self.total, self.steps_per_run = warmup, total, steps_per_run
         self.count = 0
+        self.started = False
         self.clock = StepClock()
 
     def after_run(self, run_context: Any, run_values: Any) -> None:
-        self.count += 1
-        if self.count == self.warmup:
+        self.count += self.steps_per_run
+        if not self.started and self.count >= self.warmup:
             self.clock.start(self.count)
-        elif self.count == self.total:
-            self.clock.stop(self.count)
+            self.started = True
+        elif self.count >= self.total and self.started:
+            self.clock.stop(min(self.count, self.total))
 
 
 def folder_size(path: str) -> int:
