@@ -19,6 +19,7 @@ from headkit.estimator.optimizers import resolve_optimizer
 from headkit.estimator.resume import ResumableEstimator
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
+from headkit.spec.scalars import as_int
 from headkit.training.record import RECORD_FILE, check_model_dir, write_record
 
 __all__ = ["Estimator"]
@@ -41,6 +42,9 @@ class _TranslatingEstimator(ResumableEstimator):
             >>> estimator.train(input_fn, steps=100)  # doctest: +SKIP
         """
         self._write_record()
+        if getattr(self, "steps_per_run", 1) > 1:  # the looped run needs the last step
+            self._last_step = max_steps if max_steps is not None else (
+                None if steps is None else self.global_step() + steps)
         with translate_graph_errors():
             return super().train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
                                  saving_listeners=saving_listeners)
@@ -130,6 +134,14 @@ class Estimator(_TranslatingEstimator):
         learning_rate: with an optimizer name only; defaults to the name's
             entry in ``headkit.estimator.optimizers.OPTIMIZERS``.
         model_dir, config, warm_start_from: as for ``tf.estimator.Estimator``.
+        steps_per_run: training steps per ``session.run``, in a
+            ``tf.while_loop`` over the input (TPUEstimator's
+            ``iterations_per_loop``): fewer round trips between Python and
+            the graph. ``global_step`` advances by that much per run;
+            checkpoints, summaries, evaluations and early stopping happen at
+            the first run boundary at or past their step; ``max_steps`` is met
+            exactly; a NaN loss names its exact step. Needs a Dataset input,
+            and one process (refused under a ``TF_CONFIG`` cluster).
 
     Example:
         >>> import headkit as hk
@@ -153,7 +165,15 @@ class Estimator(_TranslatingEstimator):
         model_dir: Optional[str] = None,
         config: Optional[tf.estimator.RunConfig] = None,
         warm_start_from: Any = None,
+        steps_per_run: int = 1,
     ) -> None:
+        steps_per_run = as_int(steps_per_run)
+        if isinstance(steps_per_run, bool) or not isinstance(steps_per_run, int) or (
+                steps_per_run < 1):
+            raise ConfigError(f"steps_per_run must be an int >= 1 (got {steps_per_run!r}).",
+                              field="steps_per_run")
+        self.steps_per_run = steps_per_run
+        self._last_step: Optional[int] = None
         if not isinstance(heads, HeadSet):
             if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__"):
                 raise ConfigTypeError(
@@ -170,11 +190,17 @@ class Estimator(_TranslatingEstimator):
             self._record = check_model_dir(model_dir, heads, self._body)
         optimizer_factory = resolve_optimizer(optimizer, learning_rate)
         super().__init__(
-            model_fn=make_model_fn(body, heads, optimizer_factory),
+            model_fn=make_model_fn(body, heads, optimizer_factory, steps_per_run,
+                                   lambda: self._last_step),
             model_dir=model_dir,
             config=config,
             warm_start_from=warm_start_from,
         )
+        if steps_per_run > 1 and (self.config.cluster_spec or self.config.train_distribute):
+            raise ConfigError(
+                f"steps_per_run={steps_per_run} runs several steps in one process's graph; "
+                "under a TF_CONFIG cluster or a distribution strategy use steps_per_run=1.",
+                field="steps_per_run")
 
     @property
     def heads(self) -> HeadSet:

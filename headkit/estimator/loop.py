@@ -1,9 +1,10 @@
 """The Estimator's native ``train_and_evaluate`` loop, on ``tf.estimator.train_and_evaluate``.
 
 Locally it trains in one session, saves a checkpoint every ``eval_every``
-steps and evaluates it inside that save, stopping right after the deciding
-evaluation; with ``TF_CONFIG`` the distributed roles work as
-``tf.estimator`` runs them, sharing the training record in ``model_dir``.
+steps and evaluates it in memory right after the save (the evaluation graph
+is built once), stopping right after the deciding evaluation; with
+``TF_CONFIG`` the distributed roles work as ``tf.estimator`` runs them,
+sharing the training record in ``model_dir``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from headkit.estimator.hooks import (
     EvaluatorDone,
+    InMemoryEvaluation,
     _Exporter,
     _ProgressHook,
     _StopFileHook,
@@ -36,6 +38,14 @@ def estimator_loop(estimator: Any, plan: LoopPlan, monitor: Monitor) -> None:
     if plan.progress is not None:
         train_hooks.append(_ProgressHook(plan.progress))
     if plan.eval_input_fn is None:
+        estimator.train(plan.train_input_fn, max_steps=plan.max_steps, hooks=train_hooks)
+        return
+    if not config.cluster_spec:
+        # One process: evaluate each checkpoint in memory, right after it is saved.
+        evaluation = InMemoryEvaluation(monitor, plan.eval_input_fn, plan.eval_steps,
+                                        plan.eval_name)
+        train_hooks.append(_StoppingSaverHook(monitor, plan.eval_every, reload=False,
+                                              listeners=[evaluation]))
         estimator.train(plan.train_input_fn, max_steps=plan.max_steps, hooks=train_hooks)
         return
     if config.is_chief:

@@ -6,7 +6,7 @@ what each head does is asked of its kind (``headkit.kinds``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import tensorflow as tf
 
@@ -15,6 +15,7 @@ from headkit.body import Body, body_inputs, instantiate_body, outputs_by_head
 from headkit.errors import ConfigError
 from headkit.estimator import metrics as metrics_lib
 from headkit.estimator.optimizers import OptimizerFactory
+from headkit.estimator.resume import LoopInput
 from headkit.kinds import CLASSIFY, REGRESS, batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
 from headkit.spec.headset import HeadSet
@@ -80,14 +81,61 @@ def export_outputs(
     return result
 
 
-def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Callable:
+def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
+                       loop_input: Any, steps_per_run: int,
+                       last_step: Optional[int]) -> Any:
+    """One ``session.run`` trains ``steps_per_run`` batches in a ``tf.while_loop``.
+
+    The last run of ``train(max_steps=...)`` is shorter, so ``max_steps`` is
+    met exactly. A non-finite loss at step k stops the loop there, naming k,
+    with the updates of the steps before it applied and none after.
+    (TPUEstimator's ``iterations_per_loop`` does the same on TPUs.)
+    """
+    model = instantiate_body(body)  # a functional body: its variables exist now, not in the loop
+    train_optimizer = optimizer()
+    step = tf.compat.v1.train.get_or_create_global_step()
+    first = tf.identity(step.read_value())
+    runs = tf.constant(steps_per_run, tf.int64)
+    if last_step is not None:
+        runs = tf.maximum(tf.minimum(runs, tf.constant(last_step, tf.int64) - first), 0)
+    names = [h.name for h in heads.trained_heads]
+    regularization = model.get_losses_for(None)
+
+    def one_step(index, total, head_losses):
+        features, labels = loop_input.next()
+        inputs = body_inputs(model, features)
+        outputs = outputs_by_head(heads, model, model(inputs, training=True))
+        terms = batch.head_terms(heads, outputs, labels, features)
+        flat_inputs = tf.nest.flatten(inputs)
+        total = batch.total_loss(heads, terms, regularization + model.get_losses_for(flat_inputs))
+        total = batch.finite_guard(heads, terms, total, first + index)
+        train_op = _train_op(train_optimizer, total, model.trainable_variables,
+                             model.get_updates_for(flat_inputs), step)
+        with tf.control_dependencies([train_op]):
+            return (index + 1, tf.identity(total),
+                    tf.stack([terms[name].loss for name in names]))
+
+    _, loss, head_losses = tf.while_loop(
+        lambda index, *_: index < runs, one_step,
+        [tf.constant(0, tf.int64), tf.constant(0.0), tf.zeros([len(names)])],
+        parallel_iterations=1)
+    for index, name in enumerate(names):  # the run's last step, as TensorBoard shows it
+        tf.compat.v1.summary.scalar(metric_key(name, "loss"), head_losses[index])
+    return tf.estimator.EstimatorSpec(ModeKeys.TRAIN, loss=loss, train_op=tf.group(loss))
+
+
+def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
+                  steps_per_run: int = 1,
+                  last_step: Callable[[], Optional[int]] = lambda: None) -> Callable:
     """A ``model_fn(features, labels, mode, config)`` for ``tf.estimator.Estimator``.
 
     Each call builds the body fresh in the current graph, calls it with
     ``training`` following the mode, and returns an ``EstimatorSpec`` with
     the weighted loss, a train_op that runs the body's update ops (batch
     norm) and advances the global step, per-head eval metrics, flat
-    predictions ``"<head>/<key>"`` and the export outputs.
+    predictions ``"<head>/<key>"`` and the export outputs. With
+    ``steps_per_run > 1``, training reads a :class:`LoopInput` and runs that
+    many steps per ``session.run`` (``last_step()`` gives ``max_steps``).
 
     Example:
         >>> import headkit as hk
@@ -101,6 +149,9 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
 
 
     def model_fn(features: Any, labels: Any, mode: str, config: Any = None):
+        if isinstance(features, LoopInput):  # steps_per_run > 1, in training
+            return _looped_train_spec(body, heads, optimizer, features, steps_per_run,
+                                      last_step())
         training = mode == ModeKeys.TRAIN
         model = instantiate_body(body)
         inputs = body_inputs(model, features)

@@ -28,9 +28,10 @@ from typing import Any, Iterator, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from headkit.errors import ConfigError
 from headkit.estimator import checkpoints
 
-__all__ = ["ResumableEstimator", "keras_seeded", "INPUT_SCOPE"]
+__all__ = ["ResumableEstimator", "keras_seeded", "LoopInput", "INPUT_SCOPE"]
 
 #: The scope of the saved input position; its checkpoint keys start with it.
 INPUT_SCOPE = "headkit_input"
@@ -121,8 +122,20 @@ def _saved_position(model_dir: Optional[str]) -> Tuple[Optional[int], str]:
     return int(reader.get_tensor(POSITION)), fingerprint.decode()
 
 
+class LoopInput:
+    """The training input of ``steps_per_run > 1``: each :meth:`next` call reads one batch.
+
+    The Estimator hands it to the model_fn as the features (labels None); the
+    model_fn calls ``next()`` inside the ``tf.while_loop`` of one run, so each
+    iteration reads, and counts, its own batch.
+    """
+
+    def __init__(self, next_batch: Any) -> None:
+        self.next = next_batch
+
+
 def saved_position_input(result: Any, model_dir: Optional[str],
-                         fingerprint: Optional[str] = None) -> Any:
+                         fingerprint: Optional[str] = None, looped: bool = False) -> Any:
     """Read a training Dataset from the position saved in the checkpoint, and count what is read.
 
     ``result`` is what the input_fn returned. A Dataset is read through a
@@ -135,9 +148,16 @@ def saved_position_input(result: Any, model_dir: Optional[str],
     (``Dataset.from_generator``, ``tf.py_function``), pass through with a
     one-time warning: their position is not saved.
 
+    With ``looped``, a :class:`LoopInput` is returned instead of one batch.
+
     Example:
         >>> features, labels = saved_position_input(dataset, "runs/a")  # doctest: +SKIP
     """
+    if looped and not isinstance(result, tf.data.Dataset):
+        raise ConfigError(
+            "steps_per_run > 1 reads several batches per run, so the training input_fn must "
+            f"return a tf.data.Dataset (got {type(result).__name__}). Return a Dataset (as "
+            "hk.input_fn does), or use steps_per_run=1.", field="steps_per_run")
     if not isinstance(result, tf.data.Dataset):
         _warn_once("tensors", (
             "headkit: the input_fn returned tensors, not a tf.data.Dataset, so its position "
@@ -151,6 +171,12 @@ def saved_position_input(result: Any, model_dir: Optional[str],
             "Dataset.from_generator or tf.py_function); its position is not saved: after a "
             "restart the input starts from its beginning. Build it from tensors or files "
             "(e.g. hk.input_fn) to resume exactly."))
+        if looped:
+            raise ConfigError(
+                f"steps_per_run > 1 runs the input inside the graph's loop, and this Dataset "
+                f"runs Python code ({', '.join(sorted(python_ops))}). Build the Dataset from "
+                "tensors or files (e.g. hk.input_fn), or use steps_per_run=1.",
+                field="steps_per_run")
         return result
     position, saved_fingerprint = _saved_position(model_dir)
     if position == -1:
@@ -159,7 +185,7 @@ def saved_position_input(result: Any, model_dir: Optional[str],
             f"headkit: the checkpoint in {model_dir!r} holds no input position (written "
             "by an older headkit); the input starts from its beginning and this run does not "
             "save its position either."))
-        return tf.compat.v1.data.make_one_shot_iterator(result).get_next()
+        return _plain(result, looped)
     start = position or 0
     if start and fingerprint and saved_fingerprint and fingerprint != saved_fingerprint:
         _log.warning(
@@ -177,11 +203,22 @@ def saved_position_input(result: Any, model_dir: Optional[str],
     # The saved position is the index of the batch read plus one, written with every
     # step: a restored counter (from a checkpoint on other data) is simply overwritten.
     stream = result.skip(start).enumerate(start) if start else result.enumerate()
-    index, batch = tf.compat.v1.data.make_one_shot_iterator(stream).get_next()
-    with tf.control_dependencies(tf.nest.flatten(batch)):
-        counted = tf.group(counter.assign(index + 1), named.assign(fingerprint or ""))
-    with tf.control_dependencies([counted]):
-        return tf.nest.map_structure(_identity, batch)
+    iterator = tf.compat.v1.data.make_one_shot_iterator(stream)
+
+    def next_batch() -> Any:
+        index, batch = iterator.get_next()
+        with tf.control_dependencies(tf.nest.flatten(batch)):
+            counted = tf.group(counter.assign(index + 1), named.assign(fingerprint or ""))
+        with tf.control_dependencies([counted]):
+            return tf.nest.map_structure(_identity, batch)
+
+    return (LoopInput(next_batch), None) if looped else next_batch()
+
+
+def _plain(dataset: tf.data.Dataset, looped: bool) -> Any:
+    """Batches of a Dataset whose position is not saved."""
+    iterator = tf.compat.v1.data.make_one_shot_iterator(dataset)
+    return (LoopInput(iterator.get_next), None) if looped else iterator.get_next()
 
 
 def _identity(tensor: Any) -> Any:
@@ -228,7 +265,8 @@ class ResumableEstimator(tf.estimator.Estimator):
         if mode != tf.estimator.ModeKeys.TRAIN or self._train_distribution is not None:
             return result
         return saved_position_input(result, self.model_dir,
-                                    getattr(input_fn, "headkit_fingerprint", None))
+                                    getattr(input_fn, "headkit_fingerprint", None),
+                                    looped=getattr(self, "steps_per_run", 1) > 1)
 
     def _call_model_fn(self, features, labels, mode, config):
         with keras_seeded(config.tf_random_seed if config is not None else None):
