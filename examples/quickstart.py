@@ -1,8 +1,8 @@
 """headkit quickstart: three heads on the Palmer penguins, trained, exported, served.
 
-Run: python examples/quickstart.py [--model-dir DIR] [--export-dir DIR] [--steps N] [--quiet]
-[--verbose]. A short run (--steps below 1000) trains and serves every head the same way; the
-quality bars apply from 1000 steps.
+Run: python examples/quickstart.py [--backend estimator|keras] [--model-dir DIR]
+[--export-dir DIR] [--steps N] [--quiet] [--verbose]. A short run (--steps below 1000) trains and
+serves every head the same way; the quality bars apply from 1000 steps.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ def test_metrics(model, frame):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("estimator", "keras"), default="estimator",
+                        help="hk.Estimator (tf.estimator) or hk.KerasModel (Keras)")
     parser.add_argument("--model-dir", default=None, help="default: a new temp dir")
     parser.add_argument("--export-dir", default=None, help="default: <model-dir>/export/best")
     parser.add_argument("--steps", type=int, default=3000, help="at most this many steps")
@@ -111,9 +113,14 @@ def main(argv=None) -> int:
     train, validation, test = load_splits()
     numeric = train[NUMERIC].to_numpy("float32")
     stats = (numeric.mean(axis=0), numeric.var(axis=0))
-    estimator = hk.Estimator(lambda: build_body(stats), HEADS, optimizer="adam",
-                             learning_rate=0.003, model_dir=model_dir,
-                             config=tf.estimator.RunConfig(tf_random_seed=0))
+    if args.backend == "keras":  # the same body, heads, data and export; trained by Keras
+        estimator = hk.KerasModel(lambda: build_body(stats), HEADS, optimizer="adam",
+                                  learning_rate=0.003, model_dir=model_dir, seed=0,
+                                  steps_per_run=min(10, eval_every))
+    else:
+        estimator = hk.Estimator(lambda: build_body(stats), HEADS, optimizer="adam",
+                                 learning_rate=0.003, model_dir=model_dir,
+                                 config=tf.estimator.RunConfig(tf_random_seed=0))
     columns = dict(heads=HEADS, feature_columns=NUMERIC + ["island"])
     result = hk.train_and_evaluate(
         estimator,

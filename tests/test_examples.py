@@ -54,3 +54,16 @@ def test_quickstart_with_few_steps_derives_its_schedule_and_exits_0(tmp_path):
     assert "Trained 60 steps" in done.stdout
     assert "--steps 60 is a short run: the quality bars apply from --steps 1000." in done.stdout
     assert "Predictions from the reloaded export" in done.stdout
+
+
+def test_quickstart_runs_on_the_keras_backend_and_serves_the_same_signatures(tmp_path):
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--backend", "keras",
+         "--model-dir", str(tmp_path / "model"), "--quiet", "--steps", "60"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "Trained 60 steps" in out and "Predictions from the reloaded export" in out
+    assert "serving_default *" in out and "classify" in out and "regress" in out
+    assert any(name.startswith("ckpt-") for name in os.listdir(tmp_path / "model"))
