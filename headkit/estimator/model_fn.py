@@ -6,8 +6,9 @@ what each head does is asked of its kind (``headkit.kinds``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from headkit import kinds
@@ -17,6 +18,7 @@ from headkit.estimator import metrics as metrics_lib
 from headkit.estimator.optimizers import OptimizerFactory
 from headkit.kinds import CLASSIFY, REGRESS, batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
+from headkit.serving.passthrough import Passthrough
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import (
     DEFAULT_SIGNATURE,
@@ -48,19 +50,22 @@ def _train_op(optimizer: Any, loss: tf.Tensor, variables: List[tf.Variable],
         return optimizer.apply_gradients(pairs)
 
 
-def _export_output(method: str, outputs: Mapping[str, Any]) -> Any:
+def _export_output(method: str, outputs: Mapping[str, Any], copied: Mapping[str, Any]) -> Any:
     if method == CLASSIFY:
         return tf.estimator.export.ClassificationOutput(
             scores=outputs["scores"], classes=outputs["classes"])
     if method == REGRESS:
         return tf.estimator.export.RegressionOutput(value=outputs["outputs"])
-    return tf.estimator.export.PredictOutput(dict(outputs))
+    return tf.estimator.export.PredictOutput({**outputs, **copied})
 
 
 def export_outputs(
-    heads: HeadSet, per_head: Mapping[str, Mapping[str, tf.Tensor]]
+    heads: HeadSet, per_head: Mapping[str, Mapping[str, tf.Tensor]],
+    passthrough: Optional[Mapping[str, tf.Tensor]] = None,
 ) -> Dict[str, Any]:
     """The ``export_outputs`` of the EstimatorSpec, following ``serving.signature_table``.
+
+    ``passthrough`` (feature name -> tensor) is added to every predict output.
 
     Example:
         >>> from headkit import spec
@@ -69,18 +74,38 @@ def export_outputs(
         >>> type(outs["serving_default"]).__name__
         'RegressionOutput'
     """
+    copied = dict(passthrough or {})
     result: Dict[str, Any] = {}
     for head in heads:
         kind, tensors = kinds.get(head), per_head[head.name]
         result[head.name] = _export_output(kind.natural_method(head),
-                                           kind.signature_outputs(head, tensors))
-        result[head_predict_signature(head.name)] = tf.estimator.export.PredictOutput(dict(tensors))
+                                           kind.signature_outputs(head, tensors), copied)
+        result[head_predict_signature(head.name)] = tf.estimator.export.PredictOutput(
+            {**tensors, **copied})
     result[DEFAULT_SIGNATURE] = result[heads.default_head.name]
-    result[PREDICT_SIGNATURE] = tf.estimator.export.PredictOutput(flat_predictions(per_head))
+    result[PREDICT_SIGNATURE] = tf.estimator.export.PredictOutput(
+        {**flat_predictions({h: per_head[h] for h in heads.names}), **copied})
     return result
 
 
-def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Callable:
+def _warm_start_scaffold(model: tf.keras.Model,
+                         assignments: Mapping[int, Sequence[np.ndarray]]) -> Any:
+    """A Scaffold whose variable initialization takes the warm-start values.
+
+    The values are fed to the body variables' initializers: they apply only
+    when the session starts without a checkpoint to restore (the first run
+    of a new model_dir), and the step-0 checkpoint holds them.
+    """
+    feed = {}
+    for index, values in assignments.items():
+        for variable, value in zip(model.layers[index].weights, values):
+            feed[variable.initializer.inputs[1]] = value
+    return tf.compat.v1.train.Scaffold(init_feed_dict=feed)
+
+
+def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
+                  warm_start: Optional[Mapping[int, Sequence[np.ndarray]]] = None,
+                  passthrough: Optional[Passthrough] = None) -> Callable:
     """A ``model_fn(features, labels, mode, config)`` for ``tf.estimator.Estimator``.
 
     Each call builds the body fresh in the current graph, calls it with
@@ -88,6 +113,11 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
     the weighted loss, a train_op that runs the body's update ops (batch
     norm) and advances the global step, per-head eval metrics, flat
     predictions ``"<head>/<key>"`` and the export outputs.
+
+    ``warm_start`` (body layer index -> weight values) initializes those
+    layers when training starts without a checkpoint. ``passthrough``
+    features are copied into the predictions and predict export outputs;
+    training takes the specs it lacks from the training features.
 
     Example:
         >>> import headkit as hk
@@ -106,9 +136,15 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
         outputs = outputs_by_head(heads, model, model(inputs, training=training))
         per_head = head_predictions(heads, outputs)
         predictions = flat_predictions(per_head)
+        named = features if isinstance(features, Mapping) else {}
         if mode == ModeKeys.PREDICT:
+            copied = {}
+            if passthrough:
+                passthrough.check_outputs({h: list(t) for h, t in per_head.items()})
+                copied = passthrough.copy_into({}, named)
             return tf.estimator.EstimatorSpec(
-                mode, predictions=predictions, export_outputs=export_outputs(heads, per_head))
+                mode, predictions={**predictions, **copied},
+                export_outputs=export_outputs(heads, per_head, copied))
 
         flat_inputs = tf.nest.flatten(inputs)
         terms = batch.head_terms(heads, outputs, labels, features)
@@ -128,12 +164,15 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
             return tf.estimator.EstimatorSpec(
                 mode, loss=loss, predictions=predictions, eval_metric_ops=eval_metrics)
 
+        if passthrough:
+            passthrough.learn(named)
         loss = batch.finite_guard(heads, terms, loss, step)
         for name, term in terms.items():
             tf.compat.v1.summary.scalar(metric_key(name, "loss"), term.loss)
         update_ops = model.get_updates_for(None) + model.get_updates_for(flat_inputs)
         train_op = _train_op(optimizer(), loss, model.trainable_variables, update_ops, step)
+        scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op,
-                                          predictions=predictions)
+                                          predictions=predictions, scaffold=scaffold)
 
     return model_fn
