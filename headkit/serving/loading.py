@@ -71,10 +71,28 @@ class LoadedModel:
         """Feature name -> dtype, shape and kind, as the export parses them."""
         return self.manifest["feature_spec"]
 
+    @property
+    def passthrough(self) -> Dict[str, Dict[str, Any]]:
+        """Pass-through feature name -> dtype and shape: copied into ``predict()``'s results."""
+        return self.manifest["passthrough"]
+
+    @property
+    def model_heads(self) -> List[str]:
+        """Every head of the model that was exported; more than ``heads`` for a subset export."""
+        return list(self.manifest["model_heads"])
+
+    @property
+    def is_subset(self) -> bool:
+        """Whether this export serves only some of the model's heads."""
+        return set(self.model_heads) != set(self.heads.names)
+
     def predict(
         self, features: Any, head: Optional[str] = None
     ) -> Dict[str, Dict[str, np.ndarray]]:
         """Run the predict signature(s) on raw features; return ``{head: {key: array}}``.
+
+        Each pass-through feature comes back unchanged beside the heads:
+        ``{"species": {...}, "example_id": array}``.
 
         Args:
             features: a dict of arrays, a list of row dicts, or a DataFrame.
@@ -95,16 +113,18 @@ class LoadedModel:
                 )
             dtype = tf.as_dtype(function.structured_input_signature[1][name].dtype)
             values = columns[name]
-            shape = self.feature_spec[name].get("shape", [])
-            values = np.asarray(values).reshape([-1, *shape]) if shape else np.asarray(values)
+            entry = self.feature_spec.get(name) or self.passthrough.get(name) or {}
+            shape = entry.get("shape", [])
+            fixed = shape and all(isinstance(d, int) for d in shape)
+            values = np.asarray(values).reshape([-1, *shape]) if fixed else np.asarray(values)
             if dtype == tf.string:
                 values = values.astype(str).astype(object)
             inputs[name] = tf.constant(values, dtype=dtype)
         result = function(**inputs)
         arrays = {k: v.numpy() for k, v in result.items()}
-        if head is None:
-            return split_flat(arrays)
-        return {head: arrays}
+        copied = {name: arrays.pop(name) for name in self.passthrough if name in arrays}
+        by_head = split_flat(arrays) if head is None else {head: arrays}
+        return {**by_head, **copied}
 
 
 def _serving_heads(data: Dict[str, Any], export_dir: str) -> HeadSet:

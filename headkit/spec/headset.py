@@ -174,7 +174,7 @@ class HeadSet:
                 f"heads must name each exported head once (got {chosen!r}); the model's heads "
                 f"are {list(self.names)!r}.", field="heads")
         if default is None:
-            default = self.default_head.name
+            default = self.default_head.name if len(chosen) > 1 else chosen[0]
             if default not in chosen:
                 raise ConfigError(
                     f"default= is required: the HeadSet's default head {default!r} is not among "
