@@ -1,4 +1,4 @@
-"""Command line: ``headkit inspect`` and ``headkit predict``. Parses, calls, returns a code."""
+"""Command line: ``headkit inspect``, ``predict`` and ``diff``. Parses, calls, returns a code."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from headkit.training.progress import quiet_tensorflow
 __all__ = ["main"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
+#: ``headkit diff``: something breaks a client of the old export.
+EXIT_BREAKING = 1
+#: An error of headkit itself, not of the input.
+EXIT_INTERNAL = 3
 
 
 def _read_rows(path: str) -> List[Dict[str, Any]]:
@@ -48,7 +52,8 @@ def _typed_rows(rows: List[Dict[str, Any]], spec: Dict[str, Dict[str, Any]]) -> 
     """CSV cells are strings: convert each column to the dtype the export parses."""
     columns: Dict[str, list] = {}
     for name, entry in spec.items():
-        cast = {"float32": float, "int64": int}.get(entry["dtype"], str)
+        dtype = entry["dtype"]
+        cast = float if dtype.startswith("float") else int if "int" in dtype else str
         values = []
         for index, row in enumerate(rows):
             if name not in row:
@@ -78,7 +83,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from headkit.serving import load, read_manifest
 
-    spec = read_manifest(args.export_dir)["feature_spec"]
+    manifest = read_manifest(args.export_dir)
+    spec = {**manifest["feature_spec"], **manifest["passthrough"]}
     rows = _read_rows(args.input)
     columns = _typed_rows(rows, spec)
     model = load(args.export_dir)
@@ -86,8 +92,9 @@ def _predict(args: argparse.Namespace) -> int:
     out = open(args.output, "w") if args.output else sys.stdout
     try:
         for index in range(len(rows)):
-            record = {
+            record = {  # a head's tensors by key, or a pass-through feature's value
                 head: {key: _jsonable(values[index]) for key, values in tensors.items()}
+                if isinstance(tensors, dict) else _jsonable(tensors[index])
                 for head, tensors in result.items()
             }
             out.write(json.dumps(record) + "\n")
@@ -95,6 +102,21 @@ def _predict(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from headkit.serving.diff import diff_exports
+
+    try:
+        result = diff_exports(args.old_export, args.new_export)
+    except (FileNotFoundError, ValueError, KeyError, OSError):
+        raise  # bad input: main() prints it and exits EXIT_USAGE
+    except Exception as error:  # a fault of headkit: exit 3, never 1 (breaking)
+        print(f"headkit diff: internal error: {type(error).__name__}: {error}. Please report "
+              "it with both exports' headkit.json.", file=sys.stderr)
+        return EXIT_INTERNAL
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+    return EXIT_BREAKING if result.breaks else EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,11 +135,23 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--head", help="one head's name (default: every head)")
     predict.add_argument("--output", help="write JSON lines here (default: stdout)")
     predict.set_defaults(run=_predict)
+    diff = commands.add_parser(
+        "diff", help="what a new export breaks for a client of an old one",
+        description="Compare two exports' signatures, feature specs, classes and default "
+                    "heads. Exit 0: nothing breaks a client of OLD_EXPORT; 1: something "
+                    "does; 2: bad input; 3: internal error.")
+    diff.add_argument("old_export")
+    diff.add_argument("new_export")
+    diff.add_argument("--json", action="store_true", help="print JSON (for CI gates)")
+    diff.set_defaults(run=_diff)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``headkit`` command; return its exit code (0 ok, 2 bad input).
+    """Run the ``headkit`` command; return its exit code.
+
+    0: success (for ``diff``: nothing breaks); 1: ``diff`` found a breaking
+    change; 2: bad input or usage; 3: an internal error (``diff``).
 
     Example:
         >>> main(["inspect", "exports/penguins/1700000000"])  # doctest: +SKIP
