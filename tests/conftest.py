@@ -174,3 +174,24 @@ def lifecycle(tmp_path_factory):
         models[name].train(lifecycle_input(models[name].heads), steps=1)
     return {name: (model, model.export(str(root / "exports" / name)))
             for name, model in models.items()}
+
+
+#: The pass-through features of ``with_ids``: one declared, one a body Input.
+PASSTHROUGH = {"example_id": "declared", "tag": "body input"}
+
+
+@pytest.fixture(scope="session")
+def with_ids(trained, tmp_path_factory):
+    """The session's tiny model passing example_id (declared) and tag (a body Input) through.
+
+    Returns ``(estimator, export_dir)``; the export serves every head.
+    """
+    import tensorflow as tf
+
+    import headkit as hk
+
+    estimator, _, _ = trained
+    with_ids = hk.Estimator(tiny_body, tiny_heads(), model_dir=estimator.model_dir,
+                            passthrough={"example_id": tf.TensorSpec([None], tf.string),
+                                         "tag": None})
+    return with_ids, with_ids.export(str(tmp_path_factory.mktemp("with_ids")))
