@@ -47,6 +47,9 @@ _LAZY = {
     "TrainResult": "headkit.training.result",
     "Evaluation": "headkit.training.result",
     "quiet_tensorflow": "headkit.training.progress",
+    "WeightMatch": "headkit.training.weights",
+    "diff_exports": "headkit.serving.diff",
+    "ExportDiff": "headkit.serving.diff",
 }
 
 __all__ = [

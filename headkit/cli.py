@@ -1,4 +1,4 @@
-"""Command line: ``headkit inspect`` and ``headkit predict``. Parses, calls, returns a code."""
+"""Command line: ``headkit inspect``, ``predict`` and ``diff``. Parses, calls, returns a code."""
 
 from __future__ import annotations
 
@@ -218,7 +218,8 @@ def _predict(args: argparse.Namespace) -> int:
     from headkit.serving import load, read_manifest
     from headkit.serving.inputs import check_features
 
-    spec = read_manifest(args.export_dir)["feature_spec"]
+    manifest = read_manifest(args.export_dir)
+    spec = {**manifest["feature_spec"], **manifest.get("passthrough", {})}
     rows, lines, text = _read_rows(args.input, spec)
     columns = check_features(  # before loading the model, so a bad line fails fast
         rows, spec, allow_non_finite=args.allow_non_finite, text=text,
@@ -231,8 +232,9 @@ def _predict(args: argparse.Namespace) -> int:
     out = open(args.output, "w") if args.output else sys.stdout
     try:
         for index in range(len(rows)):
-            record = {
+            record = {  # a head's tensors by key, or a pass-through feature's value
                 head: {key: _jsonable(values[index]) for key, values in tensors.items()}
+                if isinstance(tensors, dict) else _jsonable(tensors[index])
                 for head, tensors in result.items()
             }
             out.write(json.dumps(record) + "\n")
@@ -240,6 +242,14 @@ def _predict(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from headkit.serving.diff import diff_exports
+
+    result = diff_exports(args.old_export, args.new_export)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
+    return EXIT_BREAKING if result.breaks else EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -270,6 +280,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--allow-non-finite", action="store_true",
                          help="accept NaN and inf in float features (refused by default)")
     predict.set_defaults(run=_predict)
+    diff = commands.add_parser(
+        "diff", help="what a new export breaks for a client of an old one", parents=[common],
+        description="Compare two exports' signatures, feature specs, classes and default "
+                    "heads, and say what would break a client of OLD_EXPORT.",
+        epilog=_EXIT_CODES, formatter_class=raw)
+    diff.add_argument("old_export")
+    diff.add_argument("new_export")
+    diff.add_argument("--json", action="store_true", help="print JSON (for CI gates)")
+    diff.set_defaults(run=_diff)
     return parser
 
 

@@ -96,3 +96,102 @@ def exported(trained, tmp_path_factory):
     estimator, features, _ = trained
     export_dir = estimator.export(str(tmp_path_factory.mktemp("tiny_exports")))
     return estimator, export_dir, features
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+def lifecycle_heads(n_kind: int = 3, size_name: str = "size", flag: bool = False):
+    """'kind' (a vocabulary of ``n_kind`` classes) and a regression head, plus 'flag' if asked."""
+    import headkit as hk
+
+    heads = [hk.Head("kind", hk.Classification(vocabulary=("a", "b", "c", "d")[:n_kind]),
+                     metrics=("accuracy",), is_default=True),
+             hk.Head(size_name, hk.Regression(), metrics=("rmse",))]
+    if flag:
+        heads.append(hk.Head("flag", hk.Classification(2)))
+    return hk.HeadSet(heads)
+
+
+def lifecycle_body(n_kind: int = 3, size_name: str = "size", flag: bool = False):
+    """A shared Dense + BatchNormalization trunk and one Dense layer per head."""
+    import tensorflow as tf
+
+    x = tf.keras.Input((4,), name="x")
+    h = tf.keras.layers.Dense(8, activation="relu")(x)
+    h = tf.keras.layers.BatchNormalization()(h)
+    outputs = {"kind": tf.keras.layers.Dense(n_kind, name="kind")(h),
+               size_name: tf.keras.layers.Dense(1, name=size_name)(h)}
+    if flag:
+        outputs["flag"] = tf.keras.layers.Dense(1, name="flag")(h)
+    return tf.keras.Model({"x": x}, outputs)
+
+
+def lifecycle_data(n: int = 64):
+    """Features x, tag and example_id (one string per row); labels for every lifecycle head."""
+    features, labels = make_data(n)
+    features["example_id"] = np.array([f"row-{i}" for i in range(n)])
+    labels["mass"] = labels["size"]
+    return features, labels
+
+
+def lifecycle_input(heads, n: int = 64, **options):
+    import headkit as hk
+
+    features, labels = lifecycle_data(n)
+    labels = {key: labels[key] for key in heads.label_keys}
+    return hk.input_fn(features, labels, heads, batch_size=16, num_epochs=None, **options)
+
+
+#: The warm starts of the lifecycle fixture: name -> (body and heads options, head_map).
+LIFECYCLE_CASES = {
+    "flag": ({"flag": True}, None),            # a head added
+    "four_classes": ({"n_kind": 4}, None),     # 'kind' reshaped: n_classes 3 -> 4
+    "renamed": ({"size_name": "mass"}, {"mass": "size"}),  # 'size' renamed, mapped
+}
+
+
+@pytest.fixture(scope="session")
+def lifecycle(tmp_path_factory):
+    """An hk.Estimator trained 10 steps, and each LIFECYCLE_CASES warm start from it (1 step).
+
+    Returns ``{"source" | case: (estimator, export_dir)}``.
+    """
+    import functools
+
+    import headkit as hk
+
+    root = tmp_path_factory.mktemp("lifecycle")
+    source = hk.Estimator(lifecycle_body, lifecycle_heads(), learning_rate=0.05,
+                          model_dir=str(root / "source"))
+    source.train(lifecycle_input(source.heads, seed=0, shuffle=True), steps=10)
+    models = {"source": source}
+    for name, (options, head_map) in LIFECYCLE_CASES.items():
+        models[name] = hk.Estimator(functools.partial(lifecycle_body, **options),
+                                    lifecycle_heads(**options), learning_rate=0.05,
+                                    model_dir=str(root / name), warm_start_from=source.model_dir,
+                                    head_map=head_map)
+        models[name].train(lifecycle_input(models[name].heads), steps=1)
+    return {name: (model, model.export(str(root / "exports" / name)))
+            for name, model in models.items()}
+
+
+#: The pass-through features of ``with_ids``: one declared, one a body Input.
+PASSTHROUGH = {"example_id": "declared", "tag": "body input"}
+
+
+@pytest.fixture(scope="session")
+def with_ids(trained, tmp_path_factory):
+    """The session's tiny model passing example_id (declared) and tag (a body Input) through.
+
+    Returns ``(estimator, export_dir)``; the export serves every head.
+    """
+    import tensorflow as tf
+
+    import headkit as hk
+
+    estimator, _, _ = trained
+    with_ids = hk.Estimator(tiny_body, tiny_heads(), model_dir=estimator.model_dir,
+                            passthrough={"example_id": tf.TensorSpec([None], tf.string),
+                                         "tag": None})
+    return with_ids, with_ids.export(str(tmp_path_factory.mktemp("with_ids")))

@@ -1,4 +1,4 @@
-"""``headkit inspect`` and ``headkit predict`` on a real export, and their exit codes."""
+"""``headkit inspect``, ``predict`` and ``diff`` on real exports, and their exit codes."""
 
 from __future__ import annotations
 
@@ -289,3 +289,56 @@ def test_console_script_runs_as_a_process(exported, tmp_path):
         "rows.jsonl line 4: 5 is a JSON number, not a JSON object; each line must be one JSON "
         'object of feature -> value, e.g. {"tag": "text", "x": [0.5, 0.5, 0.5, 0.5]}')
     assert "Traceback" not in done.stderr
+
+
+def test_predict_prints_the_pass_through_features_of_each_row(with_ids, exported, tmp_path,
+                                                              capsys):
+    _, export_dir = with_ids
+    _, _, features = exported
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps({"x": features["x"][i].tolist(), "tag": "u",
+                                           "example_id": f"id-{i}"}) for i in range(2)))
+    assert cli.main(["predict", export_dir, "--input", str(rows), "--head", "kind"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["example_id"] for r in records] == ["id-0", "id-1"]
+    assert [sorted(r) for r in records] == [["example_id", "kind", "tag"]] * 2
+
+
+def test_diff_exits_0_when_nothing_breaks_and_1_when_something_does(lifecycle, capsys):
+    source, flag = lifecycle["source"][1], lifecycle["flag"][1]
+    assert cli.main(["diff", source, flag]) == cli.EXIT_OK == 0
+    text = capsys.readouterr().out
+    assert "added (" in text and text.rstrip().endswith("Nothing breaks a client of the old "
+                                                        "export.")
+    assert cli.main(["diff", flag, source]) == cli.EXIT_BREAKING == 1
+    assert "head 'flag': removed (its signatures with it)" in capsys.readouterr().out
+    assert cli.main(["diff", source, lifecycle["renamed"][1], "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["breaks"] is True and report["old"] == source
+    assert {"kind": "breaking", "subject": "signature 'size'", "detail": "removed"} in \
+        report["breaking"]
+
+
+def test_diff_of_a_path_that_is_not_an_export_exits_2(lifecycle, tmp_path, capsys):
+    assert cli.main(["diff", lifecycle["source"][1], str(tmp_path)]) == cli.EXIT_USAGE == 2
+    err = capsys.readouterr().err
+    assert "is not a headkit export" in err and "Traceback" not in err
+    (tmp_path / "saved_model.pb").write_text("not a proto")
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "headkit.json").write_text(
+        json.dumps({"heads": {"heads": []}, "signatures": {}, "feature_spec": {},
+                    "default_head": "y"}))
+    assert cli.main(["diff", str(tmp_path), lifecycle["source"][1]]) == 2
+    assert "Cannot parse file" in capsys.readouterr().err
+
+
+def test_diff_reports_an_internal_error_with_exit_3(lifecycle, monkeypatch, capsys):
+    from headkit.serving import diff
+
+    def broken(old, new):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(diff, "compare", broken)
+    source = lifecycle["source"][1]
+    assert cli.main(["diff", source, source]) == cli.EXIT_INTERNAL == 3
+    assert "headkit diff: internal error: RuntimeError: a bug" in capsys.readouterr().err

@@ -6,8 +6,9 @@ what each head does is asked of its kind (``headkit.kinds``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from headkit import kinds
@@ -18,6 +19,7 @@ from headkit.estimator.optimizers import OptimizerFactory
 from headkit.estimator.resume import LoopInput
 from headkit.kinds import CLASSIFY, REGRESS, batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
+from headkit.serving.passthrough import Passthrough
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import (
     DEFAULT_SIGNATURE,
@@ -49,19 +51,22 @@ def _train_op(optimizer: Any, loss: tf.Tensor, variables: List[tf.Variable],
         return optimizer.apply_gradients(pairs)
 
 
-def _export_output(method: str, outputs: Mapping[str, Any]) -> Any:
+def _export_output(method: str, outputs: Mapping[str, Any], copied: Mapping[str, Any]) -> Any:
     if method == CLASSIFY:
         return tf.estimator.export.ClassificationOutput(
             scores=outputs["scores"], classes=outputs["classes"])
     if method == REGRESS:
         return tf.estimator.export.RegressionOutput(value=outputs["outputs"])
-    return tf.estimator.export.PredictOutput(dict(outputs))
+    return tf.estimator.export.PredictOutput({**outputs, **copied})
 
 
 def export_outputs(
-    heads: HeadSet, per_head: Mapping[str, Mapping[str, tf.Tensor]]
+    heads: HeadSet, per_head: Mapping[str, Mapping[str, tf.Tensor]],
+    passthrough: Optional[Mapping[str, tf.Tensor]] = None,
 ) -> Dict[str, Any]:
     """The ``export_outputs`` of the EstimatorSpec, following ``serving.signature_table``.
+
+    ``passthrough`` (feature name -> tensor) is added to every predict output.
 
     Example:
         >>> from headkit import spec
@@ -70,20 +75,39 @@ def export_outputs(
         >>> type(outs["serving_default"]).__name__
         'RegressionOutput'
     """
+    copied = dict(passthrough or {})
     result: Dict[str, Any] = {}
     for head in heads:
         kind, tensors = kinds.get(head), per_head[head.name]
         result[head.name] = _export_output(kind.natural_method(head),
-                                           kind.signature_outputs(head, tensors))
-        result[head_predict_signature(head.name)] = tf.estimator.export.PredictOutput(dict(tensors))
+                                           kind.signature_outputs(head, tensors), copied)
+        result[head_predict_signature(head.name)] = tf.estimator.export.PredictOutput(
+            {**tensors, **copied})
     result[DEFAULT_SIGNATURE] = result[heads.default_head.name]
-    result[PREDICT_SIGNATURE] = tf.estimator.export.PredictOutput(flat_predictions(per_head))
+    result[PREDICT_SIGNATURE] = tf.estimator.export.PredictOutput(
+        {**flat_predictions({h: per_head[h] for h in heads.names}), **copied})
     return result
 
 
+def _warm_start_scaffold(model: tf.keras.Model,
+                         assignments: Mapping[int, Sequence[np.ndarray]]) -> Any:
+    """A Scaffold whose variable initialization takes the warm-start values.
+
+    The values are fed to the body variables' initializers: they apply only
+    when the session starts without a checkpoint to restore (the first run
+    of a new model_dir), and the step-0 checkpoint holds them.
+    """
+    feed = {}
+    for index, values in assignments.items():
+        for variable, value in zip(model.layers[index].weights, values):
+            feed[variable.initializer.inputs[1]] = value
+    return tf.compat.v1.train.Scaffold(init_feed_dict=feed)
+
+
 def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
-                       loop_input: Any, steps_per_run: int,
-                       last_step: Optional[int]) -> Any:
+                       loop_input: Any, steps_per_run: int, last_step: Optional[int],
+                       warm_start: Optional[Mapping[int, Sequence[np.ndarray]]],
+                       passthrough: Optional[Passthrough]) -> Any:
     """One ``session.run`` trains ``steps_per_run`` batches in a ``tf.while_loop``.
 
     The last run of ``train(max_steps=...)`` is shorter, so ``max_steps`` is
@@ -103,6 +127,8 @@ def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
 
     def one_step(index, total, head_losses):
         features, labels = loop_input.next()
+        if passthrough and isinstance(features, Mapping):
+            passthrough.learn(features)
         inputs = body_inputs(model, features)
         outputs = outputs_by_head(heads, model, model(inputs, training=True))
         terms = batch.head_terms(heads, outputs, labels, features)
@@ -121,12 +147,16 @@ def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
         parallel_iterations=1)
     for index, name in enumerate(names):  # the run's last step, as TensorBoard shows it
         tf.compat.v1.summary.scalar(metric_key(name, "loss"), head_losses[index])
-    return tf.estimator.EstimatorSpec(ModeKeys.TRAIN, loss=loss, train_op=tf.group(loss))
+    scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
+    return tf.estimator.EstimatorSpec(ModeKeys.TRAIN, loss=loss, train_op=tf.group(loss),
+                                      scaffold=scaffold)
 
 
 def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
                   steps_per_run: int = 1,
-                  last_step: Callable[[], Optional[int]] = lambda: None) -> Callable:
+                  last_step: Callable[[], Optional[int]] = lambda: None,
+                  warm_start: Optional[Mapping[int, Sequence[np.ndarray]]] = None,
+                  passthrough: Optional[Passthrough] = None) -> Callable:
     """A ``model_fn(features, labels, mode, config)`` for ``tf.estimator.Estimator``.
 
     Each call builds the body fresh in the current graph, calls it with
@@ -136,6 +166,11 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
     predictions ``"<head>/<key>"`` and the export outputs. With
     ``steps_per_run > 1``, training reads a :class:`LoopInput` and runs that
     many steps per ``session.run`` (``last_step()`` gives ``max_steps``).
+
+    ``warm_start`` (body layer index -> weight values) initializes those
+    layers when training starts without a checkpoint. ``passthrough``
+    features are copied into the predictions and predict export outputs;
+    training takes the specs it lacks from the training features.
 
     Example:
         >>> import headkit as hk
@@ -151,16 +186,22 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
     def model_fn(features: Any, labels: Any, mode: str, config: Any = None):
         if isinstance(features, LoopInput):  # steps_per_run > 1, in training
             return _looped_train_spec(body, heads, optimizer, features, steps_per_run,
-                                      last_step())
+                                      last_step(), warm_start, passthrough)
         training = mode == ModeKeys.TRAIN
         model = instantiate_body(body)
         inputs = body_inputs(model, features)
         outputs = outputs_by_head(heads, model, model(inputs, training=training))
         per_head = head_predictions(heads, outputs)
         predictions = flat_predictions(per_head)
+        named = features if isinstance(features, Mapping) else {}
         if mode == ModeKeys.PREDICT:
+            copied = {}
+            if passthrough:
+                passthrough.check_outputs({h: list(t) for h, t in per_head.items()})
+                copied = passthrough.copy_into({}, named)
             return tf.estimator.EstimatorSpec(
-                mode, predictions=predictions, export_outputs=export_outputs(heads, per_head))
+                mode, predictions={**predictions, **copied},
+                export_outputs=export_outputs(heads, per_head, copied))
 
         flat_inputs = tf.nest.flatten(inputs)
         terms = batch.head_terms(heads, outputs, labels, features)
@@ -180,12 +221,15 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
             return tf.estimator.EstimatorSpec(
                 mode, loss=loss, predictions=predictions, eval_metric_ops=eval_metrics)
 
+        if passthrough:
+            passthrough.learn(named)
         loss = batch.finite_guard(heads, terms, loss, step)
         for name, term in terms.items():
             tf.compat.v1.summary.scalar(metric_key(name, "loss"), term.loss)
         update_ops = model.get_updates_for(None) + model.get_updates_for(flat_inputs)
         train_op = _train_op(optimizer(), loss, model.trainable_variables, update_ops, step)
+        scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op,
-                                          predictions=predictions)
+                                          predictions=predictions, scaffold=scaffold)
 
     return model_fn

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -35,12 +35,16 @@ from headkit.kinds.predictions import flat_predictions, head_predictions
 from headkit.serving.export_dir import write_export
 from headkit.serving.features import check_spec, spec_of_inputs, spec_to_dict
 from headkit.serving.manifest import write_manifest
+from headkit.serving.passthrough import Passthrough, prediction_keys
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import TOTAL_LOSS, metric_key
 from headkit.spec.scalars import as_int
+from headkit.training.layout import OBJECT_KEYS, body_layout
 from headkit.training.loop import generic_loop
-from headkit.training.record import RECORD_FILE, check_model_dir, write_record
+from headkit.training.record import RECORD_FILE, check_model_dir, read_record, write_record
+from headkit.training.warm_start import check_warm_start, read_source, warm_start_match
+from headkit.training.weights import WeightMatch, apply_weights, body_structure
 
 __all__ = ["KerasModel", "OPTIMIZERS"]
 
@@ -229,6 +233,16 @@ class KerasModel:
         keep_checkpoints: how many checkpoints to keep.
         seed: seeds Python, NumPy and TensorFlow before the body is built, for
             repeatable initial weights.
+        warm_start_from: the path of a model_dir, a checkpoint or a headkit
+            export (of either backend) whose body weights start this new
+            model_dir, matched by layer structure, as for ``hk.Estimator``;
+            the report is ``warm_start_report``, and the first ``train()``
+            saves it as ``ckpt-0``. Ignored when ``model_dir`` already holds a
+            checkpoint (it resumes).
+        head_map: ``{"<new head>": "<old head>"}`` for renamed heads.
+        passthrough: feature names copied unchanged into ``predict()`` and
+            every predict signature, or a dict of name -> ``tf.TensorSpec``;
+            as for ``hk.Estimator``.
 
     Example:
         >>> import headkit as hk
@@ -250,6 +264,9 @@ class KerasModel:
         checkpoint_every: int = 100,
         keep_checkpoints: int = 5,
         seed: Optional[int] = None,
+        warm_start_from: Any = None,
+        head_map: Optional[Mapping[str, str]] = None,
+        passthrough: Any = None,
     ) -> None:
         _refuse_clusters()
         if not isinstance(heads, HeadSet):
@@ -270,6 +287,14 @@ class KerasModel:
                               "(it is created if missing).", field="model_dir")
         self._model_dir = model_dir
         self._progress = None
+        source_path, head_map = check_warm_start(warm_start_from, head_map, model_dir)
+        if source_path is not None and tf.train.latest_checkpoint(model_dir):
+            logger.info("headkit: %s holds a checkpoint, so training resumes from it; "
+                        "warm_start_from=%r is not read.", model_dir, source_path)
+            source_path = None
+        # Read before any eager Keras model exists: a source of an older headkit is read
+        # through the body built in a scratch graph.
+        source = None if source_path is None else read_source(source_path, self._body, heads)
         if seed is not None:
             tf.keras.utils.set_random_seed(as_int(seed))
         # Everything Keras here is built eagerly: in Keras 2, a model built inside a
@@ -279,6 +304,18 @@ class KerasModel:
         if os.path.isdir(model_dir) and os.listdir(model_dir):
             self._record = check_model_dir(model_dir, heads, self._body, backend="keras",
                                            model=body_model)
+        self._passthrough = Passthrough.of(passthrough, heads, model_input_specs(body_model))
+        if self._passthrough:
+            keys = prediction_keys(heads, body_model)
+            if keys is not None:
+                self._passthrough.check_outputs(keys)
+            self._passthrough.restore((read_record(model_dir) or {}).get("passthrough")
+                                      if os.path.isdir(model_dir) else None)
+        self.warm_start_report: Optional[WeightMatch] = None
+        if source is not None:
+            self.warm_start_report = warm_start_match(
+                source, body_structure(body_model, heads, with_values=False), head_map)
+            apply_weights(body_model, self.warm_start_report)
         self._model = _HeadsModel(body_model, heads)
         self._model.compile(optimizer=_optimizer_factory(optimizer, learning_rate)(),
                             steps_per_execution=self.steps_per_run)
@@ -377,14 +414,33 @@ class KerasModel:
         if target <= start:
             return self
         self._write_record()
-        dataset = self._positioned(_call_input_fn(input_fn, "train"),
-                                   getattr(input_fn, "headkit_fingerprint", None))
+        dataset = _call_input_fn(input_fn, "train")
+        self._learn_passthrough(dataset)
+        if self.warm_start_report is not None and self.latest_checkpoint() is None:
+            self._save()  # ckpt-0: the warm-started weights
+        dataset = self._positioned(dataset, getattr(input_fn, "headkit_fingerprint", None))
         callback = _Checkpointing(self, self.checkpoint_every, self._progress)
         with translate_graph_errors():
             self._model.fit(dataset, epochs=1, steps_per_epoch=target - start, verbose=0,
                             callbacks=[callback])
         self._save()
         return self
+
+    def _learn_passthrough(self, dataset: tf.data.Dataset) -> None:
+        """Take unknown pass-through specs from the training data; keep them in the record."""
+        if not self._passthrough:
+            return
+        element = dataset.element_spec
+        features = element[0] if isinstance(element, tuple) else element
+        if self._passthrough.learn(features if isinstance(features, Mapping) else {}):
+            record = read_record(self.model_dir)
+            if record is not None:
+                write_record(self.model_dir, {**record, "passthrough": self._passthrough.to_dict()})
+
+    @property
+    def passthrough(self) -> Passthrough:
+        """The pass-through features, with each one's dtype and shape once known."""
+        return self._passthrough
 
     def _positioned(self, dataset: tf.data.Dataset, fingerprint: Optional[str]):
         """The dataset from the saved position on, with each batch's index (see docs/keras.md)."""
@@ -430,11 +486,12 @@ class KerasModel:
             array([b'Adelie'], dtype=object)
         """
         dataset = _call_input_fn(input_fn, "infer")
-        heads = self.heads
+        heads, passthrough = self.heads, self._passthrough
 
         @tf.function
         def step(features):
-            return flat_predictions(head_predictions(heads, self._model(features)))
+            flat = flat_predictions(head_predictions(heads, self._model(features)))
+            return passthrough.copy_into(flat, features) if passthrough else flat
 
         for element in dataset:
             features = element[0] if isinstance(element, tuple) else element
@@ -451,12 +508,15 @@ class KerasModel:
         feature_spec: Optional[Mapping[str, Any]] = None,
         checkpoint_path: Optional[str] = None,
         extra_manifest: Optional[Mapping[str, Any]] = None,
+        heads: Optional[Sequence[str]] = None,
+        default: Optional[str] = None,
     ) -> str:
         """Export a verified SavedModel with every head's signatures; return its path.
 
         The same table, methods, inputs, outputs and manifest as
         ``hk.Estimator.export``; written to ``temp-<stamp>``, checked against
-        TensorFlow Serving's rules, then renamed.
+        TensorFlow Serving's rules, then renamed. ``heads=`` and ``default=``
+        export a subset of heads, as for ``hk.Estimator.export``.
 
         Args:
             export_dir_base: the folder that receives the timestamped export.
@@ -464,10 +524,17 @@ class KerasModel:
                 from the body's Keras Inputs.
             checkpoint_path: the checkpoint to export; default the latest.
             extra_manifest: more JSON-ready entries for the manifest.
+            heads: export these heads only; default every head.
+            default: the head behind ``serving_default``; required when the
+                HeadSet's default head is not among ``heads``.
 
         Example:
             >>> export_dir = model.export("exports/penguins")  # doctest: +SKIP
         """
+        exported = self.heads.select(heads, default)
+        if any(spec is None for spec in self._passthrough.specs.values()):
+            self._passthrough.restore((read_record(self.model_dir) or {}).get("passthrough"))
+        passthrough = self._passthrough.required("export")
         checkpoint_path = checkpoint_path or self.latest_checkpoint()
         if checkpoint_path is None:
             raise ConfigError(
@@ -480,11 +547,15 @@ class KerasModel:
         step = tf.Variable(0, dtype=tf.int64)
         tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path).expect_partial()
 
+        layout = body_layout(body, self.heads, OBJECT_KEYS)
+
         def write(temp_dir: str):
-            expected, problems = write_keras_saved_model(self.heads, body, spec, inputs or {},
-                                                         temp_dir)
-            write_manifest(temp_dir, self.heads, expected, spec_to_dict(spec),
-                           int(step.numpy()), checkpoint_path, "keras", extra_manifest)
+            expected, problems = write_keras_saved_model(
+                self.heads, body, spec, inputs or {}, temp_dir, exported, passthrough)
+            write_manifest(temp_dir, exported, expected, spec_to_dict(spec),
+                           int(step.numpy()), checkpoint_path, "keras", extra_manifest,
+                           model_heads=self.heads.names, passthrough=self._passthrough.to_dict(),
+                           body=layout)
             return expected, problems
 
         return write_export(export_dir_base, write)

@@ -16,6 +16,7 @@ from headkit.serving.manifest import MANIFEST_PATH
 from headkit.serving.signatures import (
     CLASSIFY,
     EXAMPLE_INPUT,
+    PREDICT,
     REGRESS,
     Signature,
     expected_outputs,
@@ -42,13 +43,17 @@ class Expected:
 
 
 def declared_signatures(heads: HeadSet, prediction_keys: Mapping[str, Iterable[str]],
-                        feature_names: Iterable[str]) -> Dict[str, Expected]:
+                        feature_names: Iterable[str],
+                        passthrough: Iterable[str] = ()) -> Dict[str, Expected]:
     """Each signature of :func:`signature_table` with the inputs and outputs it must hold.
 
     Args:
-        heads: the HeadSet.
+        heads: the HeadSet (of the exported heads).
         prediction_keys: head name -> the keys of its predictions.
-        feature_names: the raw features predict signatures take.
+        feature_names: the raw features predict signatures take (pass-through
+            features included).
+        passthrough: the pass-through features, which every signature whose
+            method is predict also outputs unchanged.
 
     Example:
         >>> from headkit import spec
@@ -56,12 +61,15 @@ def declared_signatures(heads: HeadSet, prediction_keys: Mapping[str, Iterable[s
         >>> declared_signatures(heads, {"y": ["predictions"]}, ["x"])["y"].inputs
         ('inputs',)
     """
-    features = tuple(feature_names)
+    features, copied = tuple(feature_names), tuple(passthrough)
     keys = {h: tuple(k) for h, k in prediction_keys.items()}
-    return {
-        key: Expected(sig, input_names(sig, features), expected_outputs(sig, keys))
-        for key, sig in signature_table(heads).items()
-    }
+    declared = {}
+    for key, sig in signature_table(heads).items():
+        outputs = expected_outputs(sig, keys)
+        if outputs is not None and sig.method == PREDICT and copied:
+            outputs = tuple(sorted(set(outputs) | set(copied)))
+        declared[key] = Expected(sig, input_names(sig, features), outputs)
+    return declared
 
 
 def read_signature_defs(export_dir: str) -> Dict[str, Any]:

@@ -57,6 +57,8 @@ def describe_export(export_dir: str) -> Dict[str, Any]:
         "default_head": default_head,
         "global_step": manifest.get("global_step"),
         "heads": [h["name"] for h in manifest["heads"]["heads"]],
+        "model_heads": manifest["model_heads"],
+        "passthrough": sorted(manifest["passthrough"]),
         "headkit_version": manifest.get("headkit_version"),
         "schema_version": manifest.get("schema_version"),
         "backend": manifest.get("backend", "estimator"),
@@ -96,12 +98,19 @@ def format_table(description: Dict[str, Any]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    heads = ", ".join(description["heads"])
+    model_heads = description.get("model_heads") or description["heads"]
+    if set(model_heads) != set(description["heads"]):
+        heads += f" (a subset of the model's {', '.join(model_heads)})"
     lines = [
         f"export: {description['export_dir']}",
-        f"heads: {', '.join(description['heads'])}   default head: "
+        f"heads: {heads}   default head: "
         f"{description['default_head']}   global step: {description['global_step']}",
-        "",
     ]
+    if description.get("passthrough"):
+        lines.append(f"pass-through features: {', '.join(description['passthrough'])} "
+                     "(in every predict signature)")
+    lines.append("")
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
     lines.append("")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import attrs
 import numpy as np
@@ -100,6 +100,21 @@ class LoadedModel:
         """Feature name -> dtype, shape and kind, as the export parses them."""
         return self.manifest["feature_spec"]
 
+    @property
+    def passthrough(self) -> Dict[str, Dict[str, Any]]:
+        """Pass-through feature name -> dtype and shape: copied into ``predict()``'s results."""
+        return self.manifest["passthrough"]
+
+    @property
+    def model_heads(self) -> List[str]:
+        """Every head of the model that was exported; more than ``heads`` for a subset export."""
+        return list(self.manifest["model_heads"])
+
+    @property
+    def is_subset(self) -> bool:
+        """Whether this export serves only some of the model's heads."""
+        return set(self.model_heads) != set(self.heads.names)
+
     def predict(
         self,
         features: Any,
@@ -113,7 +128,9 @@ class LoadedModel:
         Every value is checked against the export's feature spec first (see
         ``headkit.serving.inputs.check_features``): a ``DataError`` names the
         row (0-based), the feature, the value, what was expected and the fix.
-        Features the export does not read are ignored.
+        Features the export does not read are ignored. Each pass-through
+        feature comes back unchanged beside the heads:
+        ``{"species": {...}, "example_id": array}``.
 
         Args:
             features: a dict of columns, a list of row dicts, or a DataFrame.
@@ -134,15 +151,23 @@ class LoadedModel:
         key = PREDICT_SIGNATURE if head is None else head_predict_signature(head)
         function = self._loaded.signatures[key]
         needed = self.signatures[key]["inputs"]  # VarLen features reach no predict signature
-        checked = check_features(features, self.feature_spec, needed,
-                                 allow_non_finite=allow_non_finite)
+        spec = {**{name: _checkable(entry) for name, entry in self.passthrough.items()},
+                **self.feature_spec}
+        checked = check_features(features, spec, needed, allow_non_finite=allow_non_finite)
         signature = function.structured_input_signature[1]
         result = function(**{name: tf.constant(values, dtype=signature[name].dtype)
                              for name, values in checked.items()})
         arrays = {k: _decoded(v.numpy()) if decode else v.numpy() for k, v in result.items()}
-        if head is None:
-            return split_flat(arrays)
-        return {head: arrays}
+        copied = {name: arrays.pop(name) for name in self.passthrough if name in arrays}
+        by_head = split_flat(arrays) if head is None else {head: arrays}
+        return {**by_head, **copied}
+
+
+def _checkable(entry: Mapping[str, Any]) -> Dict[str, Any]:
+    """A pass-through feature's manifest entry as the input checks read a feature spec's."""
+    dtype = tf.as_dtype(entry["dtype"])
+    checked = "string" if dtype == tf.string else "float32" if dtype.is_floating else "int64"
+    return {"dtype": checked, "kind": "fixed", "shape": list(entry.get("shape", []))}
 
 
 def _decoded(array: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ Reading and writing dicts and JSON or TOML files is in ``headkit.spec.config``.
 
 from __future__ import annotations
 
+import difflib
 import os
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import attrs
 
@@ -134,6 +135,61 @@ class HeadSet:
         for head in self.trained_heads:
             keys.extend(metric_key(head.name, m) for m in head.metric_names)
         return tuple(keys)
+
+    def select(self, names: Optional[Sequence[str]] = None,
+               default: Optional[str] = None) -> "HeadSet":
+        """The HeadSet of the heads ``names`` (in this HeadSet's order), ``default`` serving.
+
+        What an export of a subset of heads serves. ``names=None`` keeps every
+        head; ``default=None`` keeps this HeadSet's default head, which must
+        then be among ``names``.
+
+        Raises:
+            ConfigError: an unknown or repeated name, no name, a ``default``
+                outside ``names``, or this HeadSet's default left out without
+                a ``default=``.
+
+        Example:
+            >>> heads = HeadSet([Head("species", Classification(3), is_default=True),
+            ...                  Head("mass", Regression()), Head("sex", Classification(2))])
+            >>> subset = heads.select(["mass", "sex"], default="sex")
+            >>> subset.names, subset.default_head.name
+            (('mass', 'sex'), 'sex')
+        """
+        if isinstance(names, str):
+            raise ConfigTypeError(
+                f"heads must be a list of head names (got the string {names!r}); write "
+                f"heads=[{names!r}].", field="heads")
+        chosen = list(self.names if names is None else names)
+        unknown = [n for n in chosen if n not in self.names]
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), self.names, n=1)
+            raise ConfigError(
+                f"heads: {unknown!r} are not heads of this model; its heads are "
+                f"{list(self.names)!r}." + (f" Did you mean {close[0]!r}?" if close else ""),
+                field="heads")
+        repeated = sorted({n for n in chosen if chosen.count(n) > 1})
+        if not chosen or repeated:
+            raise ConfigError(
+                f"heads must name each exported head once (got {chosen!r}); the model's heads "
+                f"are {list(self.names)!r}.", field="heads")
+        if default is None:
+            default = self.default_head.name if len(chosen) > 1 else chosen[0]
+            if default not in chosen:
+                raise ConfigError(
+                    f"default= is required: the HeadSet's default head {default!r} is not among "
+                    f"the exported heads {chosen!r}. Pass default= one of them; it serves "
+                    "'serving_default'.", field="default")
+        elif default not in chosen:
+            raise ConfigError(
+                f"default={default!r} must be one of the exported heads {chosen!r}: it serves "
+                "'serving_default'.", field="default")
+        subset = [attrs.evolve(h, is_default=h.name == default)
+                  for h in self.heads if h.name in chosen]
+        try:
+            return HeadSet(subset)
+        except ConfigError as error:
+            raise type(error)(f"heads={chosen!r}: {error}", field="heads") from error
 
     # ----------------------------------------------------------------- dicts
 

@@ -148,6 +148,11 @@ def _check_arguments(estimator, eval_input_fn, max_steps, eval_every, early_stop
                                   field="export")
         if export.metric is not None:
             _check_metric("BestExport", export.metric, heads)
+        if export.heads is not None or export.default is not None:
+            try:
+                heads.select(export.heads, export.default)
+            except ConfigError as error:
+                raise type(error)(f"BestExport: {error}", field=error.field) from None
         if export.keep and eval_input_fn is None:
             raise ConfigError(
                 f"BestExport(keep={export.keep}) ranks evaluations, but eval_input_fn is None. "

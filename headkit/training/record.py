@@ -30,11 +30,11 @@ from headkit.errors import ConfigError, RecordMismatchError
 from headkit.spec import config
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import TOTAL_LOSS, split_key
+from headkit.training.layout import GRAPH_KEYS, OBJECT_KEYS, body_layout
 from headkit.training.state import STATE_FILE
-from headkit.training.weights import body_structure
 
 __all__ = ["RECORD_FILE", "RECORD_SCHEMA", "model_record", "read_record", "check_model_dir",
-           "write_record"]
+           "write_record", "key_style"]
 
 #: The record of what a model_dir was trained with.
 RECORD_FILE = "headkit_model.json"
@@ -42,8 +42,20 @@ RECORD_FILE = "headkit_model.json"
 RECORD_SCHEMA = 1
 _LOGGED_HEAD_FIELDS = ("loss", "metrics", "weight", "missing_label", "weight_column",
                        "is_default")
+#: What the body's record must keep for a model_dir to be the same model.
+_BODY_FIELDS = ("class", "shapes", "head")
 
 logger = logging.getLogger("headkit")
+
+
+def key_style(backend: str) -> str:
+    """How ``backend``'s checkpoints and exports name the body's weights (see ``layout``).
+
+    Example:
+        >>> key_style("keras"), key_style("estimator")
+        ('object', 'graph')
+    """
+    return OBJECT_KEYS if backend == "keras" else GRAPH_KEYS
 
 
 def model_record(heads: HeadSet, body: Body, backend: str = "estimator",
@@ -52,7 +64,9 @@ def model_record(heads: HeadSet, body: Body, backend: str = "estimator",
 
     ``model`` is the body already built (the Keras backend builds it eagerly:
     a Keras 2 model built inside a ``tf.Graph`` afterwards would invalidate it);
-    without it the body is built in a scratch graph.
+    without it the body is built in a scratch graph. Each weighted layer of
+    ``body`` lists its class, shapes, owner head and the checkpoint key of
+    each weight (``headkit.training.layout``).
 
     Example:
         >>> model_record(heads, build_body)["schema_version"]  # doctest: +SKIP
@@ -60,18 +74,18 @@ def model_record(heads: HeadSet, body: Body, backend: str = "estimator",
     """
     import headkit
 
+    style = key_style(backend)
     if model is not None:
-        layers = body_structure(model, heads, with_values=False)
+        layout = body_layout(model, heads, style)
     else:
         with tf.Graph().as_default():
-            layers = body_structure(instantiate_body(body), heads, with_values=False)
+            layout = body_layout(instantiate_body(body), heads, style)
     return {
         "schema_version": RECORD_SCHEMA,
         "headkit_version": headkit.__version__,
         "backend": backend,
         "heads": config.heads_to_dict(heads, strict=False)["heads"],
-        "body": [{"class": layer.class_name, "shapes": [list(s) for s in layer.shapes],
-                  "head": layer.owner} for layer in layers],
+        "body": layout,
     }
 
 
@@ -149,7 +163,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _body_difference(old: List[Dict[str, Any]], new: List[Dict[str, Any]]) -> Optional[str]:
     for index, (before, after) in enumerate(zip(old, new)):
-        if before != after:
+        if any(before.get(f) != after.get(f) for f in _BODY_FIELDS):
             return (f"body layer {index}: {before['class']} {before['shapes']} -> "
                     f"{after['class']} {after['shapes']}")
     if len(old) != len(new):

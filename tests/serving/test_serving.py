@@ -167,11 +167,11 @@ def test_an_impossible_signature_fails_the_export_and_leaves_nothing(
     estimator, _, _ = trained
     real = model_fn_lib._export_output
 
-    def broken(method, outputs):
+    def broken(method, outputs, *passthrough):
         if method == REGRESS:  # TF Serving rejects regress outputs of [batch, 2]
             value = outputs["outputs"]
             return tf.estimator.export.RegressionOutput(value=tf.concat([value, value], 1))
-        return real(method, outputs)
+        return real(method, outputs, *passthrough)
 
     monkeypatch.setattr(model_fn_lib, "_export_output", broken)
     expected = r"'size': 'outputs' must be float \[batch\]"
@@ -185,8 +185,8 @@ def test_a_dropped_signature_is_named_and_nothing_is_left(trained, tmp_path, mon
     estimator, _, _ = trained
     real = model_fn_lib.export_outputs
 
-    def dropping(heads, per_head):
-        result = real(heads, per_head)
+    def dropping(heads, per_head, *passthrough):
+        result = real(heads, per_head, *passthrough)
         del result["flag/predict"]
         return result
 
