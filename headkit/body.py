@@ -5,7 +5,7 @@ Backend-neutral: the Estimator's model_fn and the Keras backend both call it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
 
@@ -61,6 +61,32 @@ def instantiate_body(body: Body) -> tf.keras.Model:
     return model
 
 
+def _keras_inputs(model: tf.keras.Model) -> Optional[List[Tuple[str, Any]]]:
+    """``(name, Input tensor)`` of a functional or Sequential model; None for a subclassed one.
+
+    tf.keras 2 says a model is functional with ``_is_graph_network`` and names its
+    Inputs in ``input_names``; Keras 3 has neither: its functional and built
+    Sequential models have ``inputs``, and each Input tensor carries its name.
+    """
+    if hasattr(model, "_is_graph_network"):  # tf.keras 2
+        if not model._is_graph_network or not model.inputs:
+            return None
+        return list(zip(model.input_names, model.inputs))
+    try:  # Keras 3: a subclassed or unbuilt model has no inputs
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return [(tensor.name, tensor) for tensor in inputs] if inputs else None
+
+
+def _input_structure(model: tf.keras.Model) -> Any:
+    """The nest of Inputs the model is called with (a dict, a list or one tensor)."""
+    try:
+        return model.input
+    except AttributeError:  # a Keras 3 Sequential: one input, which it does not expose here
+        return None
+
+
 def body_inputs(model: tf.keras.Model, features: Any) -> Any:
     """Select and arrange the features the body's Keras Inputs ask for.
 
@@ -68,16 +94,17 @@ def body_inputs(model: tf.keras.Model, features: Any) -> Any:
         >>> body_inputs(model, {"x": x, "unused": u})  # doctest: +SKIP
         {'x': x}
     """
-    if not isinstance(features, Mapping) or not getattr(model, "_is_graph_network", False):
+    inputs = _keras_inputs(model) if isinstance(features, Mapping) else None
+    if inputs is None:
         return features
-    names = list(model.input_names)
+    names = [name for name, _ in inputs]
     missing = [n for n in names if n not in features]
     if missing:
         raise DataError(
             f"body: the Keras Inputs {missing!r} have no feature of that name. Features given: "
             f"{sorted(features)!r}. Name each tf.keras.Input after its feature."
         )
-    structure = model.input
+    structure = _input_structure(model)
     if isinstance(structure, Mapping):
         return {n: features[n] for n in names}
     if isinstance(structure, (list, tuple)):
@@ -134,6 +161,7 @@ def model_input_specs(model: tf.keras.Model) -> Optional[Dict[str, tf.TensorSpec
         >>> model_input_specs(tf.keras.Model({"x": x}, {"y": tf.keras.layers.Dense(1)(x)}))
         {'x': TensorSpec(shape=(None, 2), dtype=tf.float32, name=None)}
     """
-    if not getattr(model, "_is_graph_network", False) or not model.inputs:
+    inputs = _keras_inputs(model)
+    if inputs is None:
         return None
-    return {n: tf.TensorSpec(t.shape, t.dtype) for n, t in zip(model.input_names, model.inputs)}
+    return {n: tf.TensorSpec(t.shape, t.dtype) for n, t in inputs}

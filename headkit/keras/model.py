@@ -59,12 +59,18 @@ _STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 _CHECKPOINT_NAME = "ckpt"
 
 
+def _keras_optimizer_classes() -> tuple:
+    """The Keras optimizer base classes: tf.keras 2 has legacy ones too, Keras 3 has none."""
+    try:
+        # Keras 3 raises ImportError (not AttributeError) on tf.keras.optimizers.legacy.
+        return (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)
+    except (AttributeError, ImportError):
+        return (tf.keras.optimizers.Optimizer,)
+
+
 def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callable[[], Any]:
     """Check an optimizer spec now; return a factory of a fresh Keras optimizer."""
-    keras_optimizers = (tf.keras.optimizers.Optimizer,)
-    legacy = getattr(tf.keras.optimizers, "legacy", None)
-    if legacy is not None:
-        keras_optimizers += (legacy.Optimizer,)
+    keras_optimizers = _keras_optimizer_classes()
     if isinstance(optimizer, str):
         key = optimizer.lower()
         if key not in OPTIMIZERS:
@@ -128,7 +134,8 @@ class _HeadsModel(tf.keras.Model):
     """The body with headkit's heads: the loss, the update and the metrics of a batch."""
 
     def __init__(self, body: tf.keras.Model, heads: HeadSet) -> None:
-        super().__init__()
+        # Named: Keras 3 derives a name scope from the class name, and a leading "_" is refused.
+        super().__init__(name="headkit_heads")
         self.headkit_body = body
         self.headkit_heads = heads
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -367,14 +374,34 @@ class KerasModel:
         if target <= start:
             return self
         self._write_record()
-        dataset = self._positioned(_call_input_fn(input_fn, "train"),
-                                   getattr(input_fn, "headkit_fingerprint", None))
+        source = _call_input_fn(input_fn, "train")
+        fingerprint = getattr(input_fn, "headkit_fingerprint", None)
         callback = _Checkpointing(self, self.checkpoint_every, self._progress)
-        with translate_graph_errors():
-            self._model.fit(dataset, epochs=1, steps_per_epoch=target - start, verbose=0,
-                            callbacks=[callback])
+        # Whole runs of steps_per_run steps, then the rest in one shorter run: Keras 3 runs
+        # every execution whole, past steps_per_epoch (tf.keras 2 cut the last one short).
+        rest = (target - start) % self.steps_per_run
+        for goal, per_run in ((target - rest, self.steps_per_run), (target, rest)):
+            steps = goal - self.global_step()
+            if steps <= 0 or per_run == 0:
+                continue
+            self._set_steps_per_execution(per_run)
+            with translate_graph_errors():
+                self._model.fit(self._positioned(source, fingerprint), epochs=1,
+                                steps_per_epoch=steps, verbose=0, shuffle=False,
+                                callbacks=[callback])
+            if self.global_step() < goal:
+                break  # the input ended
         self._save()
         return self
+
+    def _set_steps_per_execution(self, steps: int) -> None:
+        """Keras 3 traces its steps per execution into the train function: retrace on change."""
+        model = self._model
+        if isinstance(getattr(model, "_steps_per_execution", None), tf.Variable):
+            return  # tf.keras 2 reads a variable, and cuts the last run of an epoch itself
+        if model.steps_per_execution != steps:
+            model.steps_per_execution = steps
+            model.train_function = None
 
     def _positioned(self, dataset: tf.data.Dataset, fingerprint: Optional[str]):
         """The dataset from the saved position on, with each batch's index (see docs/keras.md)."""
