@@ -5,6 +5,7 @@ Backend-neutral: the Estimator's model_fn and the Keras backend both call it.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import tensorflow as tf
@@ -13,8 +14,13 @@ from headkit import kinds
 from headkit.errors import ConfigError, ConfigTypeError, DataError
 from headkit.spec.headset import HeadSet
 
-__all__ = ["Body", "instantiate_body", "check_body", "body_inputs", "outputs_by_head",
-           "input_specs", "model_input_specs"]
+__all__ = ["Body", "KERAS_MAJOR", "instantiate_body", "check_body", "body_inputs",
+           "outputs_by_head", "input_specs", "model_input_specs"]
+
+#: The major version of the Keras behind ``tf.keras``: 2 on TensorFlow 2.15 (or with
+#: tf_keras), 3 on newer TensorFlow. Read from the package that defines ``tf.keras.Model``.
+KERAS_MAJOR = int(importlib.import_module(tf.keras.Model.__module__.split(".")[0])
+                  .__version__.split(".")[0])
 
 #: A body: a function returning a fresh ``tf.keras.Model``, or a Keras model
 #: (functional or Sequential) that is cloned into each graph.

@@ -27,7 +27,7 @@ from headkit.body import (
     model_input_specs,
     outputs_by_head,
 )
-from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
+from headkit.errors import CheckpointError, ConfigError, ConfigTypeError, translate_graph_errors
 from headkit.keras.export import write_keras_saved_model
 from headkit.keras.metrics import HeadMetrics
 from headkit.kinds import batch
@@ -68,6 +68,16 @@ def _keras_optimizer_classes() -> tuple:
         return (tf.keras.optimizers.Optimizer,)
 
 
+def _is_tf1_optimizer(optimizer: Any) -> bool:
+    """A ``tf.compat.v1.train`` optimizer, told by its base class.
+
+    Departure: the class is found by its module, not as ``tf.compat.v1.train.Optimizer``,
+    since TF1 training names belong in ``headkit/estimator/`` (tests/test_layers.py).
+    """
+    return any(base.__module__ == "tensorflow.python.training.optimizer"
+               and base.__name__ == "Optimizer" for base in type(optimizer).__mro__)
+
+
 def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callable[[], Any]:
     """Check an optimizer spec now; return a factory of a fresh Keras optimizer."""
     keras_optimizers = _keras_optimizer_classes()
@@ -87,7 +97,7 @@ def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callab
             field="learning_rate")
     if isinstance(optimizer, keras_optimizers):
         return lambda: optimizer
-    if isinstance(optimizer, tf.compat.v1.train.Optimizer):
+    if _is_tf1_optimizer(optimizer):
         raise ConfigTypeError(
             f"optimizer: {type(optimizer).__name__} is a TF1 optimizer, which Keras models do "
             "not take. Pass a Keras optimizer (tf.keras.optimizers.Adam(...)) or a name "
@@ -329,7 +339,18 @@ class KerasModel:
         latest = self._manager.latest_checkpoint
         if latest is None:
             return
-        self._checkpoint.restore(latest).expect_partial()
+        status = self._checkpoint.restore(latest)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as error:
+            raise CheckpointError(
+                f"checkpoint {latest!r} does not hold this model's weights, so resuming would "
+                "go on from its step with fresh weights; nothing was trained. A model_dir "
+                "trained with tf.keras 2 (TensorFlow 2.15) does not resume under Keras 3 (a "
+                "newer TensorFlow), nor the reverse: their checkpoints name the layers "
+                "differently. Export it with the TensorFlow that trained it (exports load on "
+                f"both), or train in a new model_dir. ({str(error)[:300]})") from None
+        status.expect_partial()
         logger.info("headkit: restored %s (step %d).", latest, self.global_step())
 
     def _save(self) -> str:
@@ -495,7 +516,8 @@ class KerasModel:
         check_spec(spec)
         body = instantiate_body(self.body)
         step = tf.Variable(0, dtype=tf.int64)
-        tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path).expect_partial()
+        restored = tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path)
+        restored.assert_existing_objects_matched().expect_partial()  # every body weight, or fail
 
         def write(temp_dir: str):
             expected, problems = write_keras_saved_model(self.heads, body, spec, inputs or {},

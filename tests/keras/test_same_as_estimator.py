@@ -16,6 +16,8 @@ import headkit as hk
 from headkit.serving.contract import read_signature_defs
 from tests.conftest import make_data, numpy_input_fn, tiny_heads
 
+pytestmark = pytest.mark.estimator  # they train hk.Estimator models
+
 
 def regularized_body():
     x = tf.keras.Input((4,), name="x")
