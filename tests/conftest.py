@@ -112,6 +112,18 @@ def tiny_body():
     )
 
 
+def signature_contract(export_dir):
+    """What TF Serving sees of an export: each signature's method, inputs and outputs with dtypes
+    and shapes (TF 2's internal ``__saved_model_init_op`` left out)."""
+    from headkit.serving.contract import read_signature_defs
+
+    def tensors(infos):
+        return {n: (t.dtype, [d.size for d in t.tensor_shape.dim]) for n, t in infos.items()}
+
+    return {key: (sig.method_name, tensors(sig.inputs), tensors(sig.outputs))
+            for key, sig in read_signature_defs(export_dir).items() if not key.startswith("__")}
+
+
 def numpy_input_fn(features, labels=None, batch_size=32, repeat=True):
     import tensorflow as tf
 
