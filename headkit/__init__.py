@@ -10,6 +10,7 @@ Example:
 import importlib
 
 from headkit.errors import (
+    BackendUnavailableError,
     CheckpointError,
     ConfigError,
     DataError,
@@ -68,6 +69,7 @@ __all__ = [
     "NonFiniteLossError",
     "ExportError",
     "CheckpointError",
+    "BackendUnavailableError",
     *_LAZY,
     "__version__",
 ]

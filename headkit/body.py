@@ -6,6 +6,7 @@ Backend-neutral: the Estimator's model_fn and the Keras backend both call it.
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -15,8 +16,14 @@ from headkit import kinds
 from headkit.errors import ConfigError, ConfigTypeError, DataError, DataTypeError, HeadkitError
 from headkit.spec.headset import HeadSet
 
-__all__ = ["Body", "instantiate_body", "check_body", "body_inputs", "outputs_by_head",
-           "input_specs", "model_input_specs", "INPUT_NAME_PATTERN", "suggest_input_name"]
+__all__ = ["Body", "KERAS_MAJOR", "instantiate_body", "check_body", "body_inputs",
+           "outputs_by_head", "input_specs", "model_input_specs", "INPUT_NAME_PATTERN",
+           "suggest_input_name"]
+
+#: The major version of the Keras behind ``tf.keras``: 2 on TensorFlow 2.15 (or with
+#: tf_keras), 3 on newer TensorFlow. Read from the package that defines ``tf.keras.Model``.
+KERAS_MAJOR = int(importlib.import_module(tf.keras.Model.__module__.split(".")[0])
+                  .__version__.split(".")[0])
 
 #: What a Keras Input may be called in a graph: TensorFlow's pattern for a root scope name.
 INPUT_NAME_PATTERN = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
@@ -177,6 +184,32 @@ def _missing_inputs_hint(missing: List[str], features: Mapping[str, Any]) -> str
     return ""
 
 
+def _keras_inputs(model: tf.keras.Model) -> Optional[List[Tuple[str, Any]]]:
+    """``(name, Input tensor)`` of a functional or Sequential model; None for a subclassed one.
+
+    tf.keras 2 says a model is functional with ``_is_graph_network`` and names its
+    Inputs in ``input_names``; Keras 3 has neither: its functional and built
+    Sequential models have ``inputs``, and each Input tensor carries its name.
+    """
+    if hasattr(model, "_is_graph_network"):  # tf.keras 2
+        if not model._is_graph_network or not model.inputs:
+            return None
+        return list(zip(model.input_names, model.inputs))
+    try:  # Keras 3: a subclassed or unbuilt model has no inputs
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return [(tensor.name, tensor) for tensor in inputs] if inputs else None
+
+
+def _input_structure(model: tf.keras.Model) -> Any:
+    """The nest of Inputs the model is called with (a dict, a list or one tensor)."""
+    try:
+        return model.input
+    except AttributeError:  # a Keras 3 Sequential: one input, which it does not expose here
+        return None
+
+
 def body_inputs(model: tf.keras.Model, features: Any) -> Any:
     """Select and arrange the features the body's Keras Inputs ask for.
 
@@ -189,9 +222,10 @@ def body_inputs(model: tf.keras.Model, features: Any) -> Any:
         >>> body_inputs(model, {"x": x, "unused": u})  # doctest: +SKIP
         {'x': x}
     """
-    if not isinstance(features, Mapping) or not getattr(model, "_is_graph_network", False):
+    inputs = _keras_inputs(model) if isinstance(features, Mapping) else None
+    if inputs is None:
         return features
-    names = list(model.input_names)
+    names = [name for name, _ in inputs]
     missing = [n for n in names if n not in features]
     if missing:
         raise DataError(
@@ -199,9 +233,9 @@ def body_inputs(model: tf.keras.Model, features: Any) -> Any:
             f"{sorted(features, key=str)!r}. Name each tf.keras.Input after its feature."
             + _missing_inputs_hint(missing, features)
         )
-    for name, reference in zip(names, model.inputs):
+    for name, reference in inputs:
         _check_feature(name, features[name], reference)
-    structure = model.input
+    structure = _input_structure(model)
     if isinstance(structure, Mapping):
         return {n: features[n] for n in names}
     if isinstance(structure, (list, tuple)):
@@ -258,7 +292,8 @@ def model_input_specs(model: tf.keras.Model) -> Optional[Dict[str, tf.TensorSpec
         >>> model_input_specs(tf.keras.Model({"x": x}, {"y": tf.keras.layers.Dense(1)(x)}))
         {'x': TensorSpec(shape=(None, 2), dtype=tf.float32, name=None)}
     """
-    if not getattr(model, "_is_graph_network", False) or not model.inputs:
+    inputs = _keras_inputs(model)
+    if inputs is None:
         return None
     return {n: (tf.SparseTensorSpec if isinstance(t, tf.SparseTensor) else tf.TensorSpec)(
-        t.shape, t.dtype) for n, t in zip(model.input_names, model.inputs)}
+        t.shape, t.dtype) for n, t in inputs}

@@ -30,6 +30,7 @@ __all__ = [
     "ExportError",
     "CheckpointError",
     "RecordMismatchError",
+    "BackendUnavailableError",
     "translate_graph_errors",
 ]
 
@@ -148,6 +149,21 @@ class RecordMismatchError(ConfigError):
 
     Example:
         >>> raise RecordMismatchError("model_dir 'runs/a' ...")  # doctest: +SKIP
+    """
+
+
+class BackendUnavailableError(HeadkitError, ImportError):
+    """A backend that this TensorFlow cannot run; the message says what to install.
+
+    ``hk.Estimator`` needs tf.estimator, which ends at TensorFlow 2.15: on a
+    newer TensorFlow, or without ``tensorflow-estimator``, building one raises
+    this error (still an ``ImportError``).
+
+    Example:
+        >>> hk.Estimator(build_body, heads)  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        headkit.errors.BackendUnavailableError: hk.Estimator needs tf.estimator, ...
     """
 
 

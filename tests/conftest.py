@@ -1,4 +1,18 @@
-"""Shared fixtures: a tiny 3-head model, trained once per session, and its export."""
+"""Shared fixtures (a tiny 3-head model, trained once per session, and its export) and the
+``estimator`` marker.
+
+A test marked ``estimator`` needs tf.estimator, so TensorFlow 2.15 with
+``headkit[estimator]``; the newest-TensorFlow run of ``.ci/run`` deselects them
+(``-m "not estimator"``). A test gets the mark:
+
+- from ``@pytest.mark.estimator`` (or a module's ``pytestmark``);
+- by living in ``tests/estimator/``;
+- by using a fixture that builds an ``hk.Estimator``: ``trained`` and ``exported``
+  here, and those a test module names in its ``ESTIMATOR_FIXTURES``.
+
+Where tf.estimator cannot run, ``tests/estimator/`` is not collected (its modules
+import the backend) and other marked tests are skipped, saying why.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +25,41 @@ import pytest
 
 #: The repository root.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The fixtures below that build an hk.Estimator.
+ESTIMATOR_FIXTURES = ("trained", "exported")
+_ESTIMATOR_DIR = os.path.join(ROOT, "tests", "estimator")
+
+
+def _estimator_unavailable():
+    """Why tf.estimator cannot run here (None when it can); imports TensorFlow."""
+    from headkit.estimator import unavailable_reason
+
+    return unavailable_reason()
+
+
+def pytest_ignore_collect(collection_path, config):
+    if str(collection_path) == _ESTIMATOR_DIR and _estimator_unavailable():
+        return True
+    return None
+
+
+def needs_estimator(item) -> bool:
+    """Whether a collected test needs tf.estimator (see the module docstring)."""
+    fixtures = ESTIMATOR_FIXTURES + tuple(getattr(item.module, "ESTIMATOR_FIXTURES", ()))
+    return (item.get_closest_marker("estimator") is not None
+            or str(item.path).startswith(_ESTIMATOR_DIR + os.sep)
+            or any(name in fixtures for name in item.fixturenames))
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = None
+    for item in items:
+        if not needs_estimator(item):
+            continue
+        item.add_marker(pytest.mark.estimator)
+        reason = reason or _estimator_unavailable()
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"needs tf.estimator: {reason}"))
 
 VOCABULARY = ("a", "b", "c")
 
@@ -61,6 +110,18 @@ def tiny_body():
             "flag": tf.keras.layers.Dense(1, name="flag")(h),
         },
     )
+
+
+def signature_contract(export_dir):
+    """What TF Serving sees of an export: each signature's method, inputs and outputs with dtypes
+    and shapes (TF 2's internal ``__saved_model_init_op`` left out)."""
+    from headkit.serving.contract import read_signature_defs
+
+    def tensors(infos):
+        return {n: (t.dtype, [d.size for d in t.tensor_shape.dim]) for n, t in infos.items()}
+
+    return {key: (sig.method_name, tensors(sig.inputs), tensors(sig.outputs))
+            for key, sig in read_signature_defs(export_dir).items() if not key.startswith("__")}
 
 
 def numpy_input_fn(features, labels=None, batch_size=32, repeat=True):

@@ -7,6 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.estimator  # they train hk.Estimator models
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -36,7 +36,7 @@ def _as_column(name: str, value: Any, what: str) -> np.ndarray:
     if column.ndim == 0:
         raise DataError(
             f"{what} {name!r}: expected one value per row, an array of shape [n, ...] "
-            f"(got the scalar {value!r}). Pass a list or numpy array."
+            f"(got the scalar {column.item()!r}). Pass a list or numpy array."
         )
     return column
 
@@ -296,6 +296,7 @@ def series_to_numpy(series: Any) -> np.ndarray:
         if series.isna().any():
             return series.to_numpy(dtype=np.float64, na_value=np.nan)
         return series.to_numpy(dtype=np.float64 if series.dtype.kind == "f" else np.int64)
-    values = series.astype(object).to_numpy()  # category, string, boolean
+    # category, string, boolean; a copy, since pandas may hand out a read-only view
+    values = series.astype(object).to_numpy(copy=True)
     values[series.isna().to_numpy()] = None
     return values

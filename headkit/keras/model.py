@@ -27,7 +27,7 @@ from headkit.body import (
     model_input_specs,
     outputs_by_head,
 )
-from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
+from headkit.errors import CheckpointError, ConfigError, ConfigTypeError, translate_graph_errors
 from headkit.keras.export import write_keras_saved_model
 from headkit.keras.metrics import HeadMetrics
 from headkit.kinds import batch
@@ -63,12 +63,28 @@ _STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 _CHECKPOINT_NAME = "ckpt"
 
 
+def _keras_optimizer_classes() -> tuple:
+    """The Keras optimizer base classes: tf.keras 2 has legacy ones too, Keras 3 has none."""
+    try:
+        # Keras 3 raises ImportError (not AttributeError) on tf.keras.optimizers.legacy.
+        return (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)
+    except (AttributeError, ImportError):
+        return (tf.keras.optimizers.Optimizer,)
+
+
+def _is_tf1_optimizer(optimizer: Any) -> bool:
+    """A ``tf.compat.v1.train`` optimizer, told by its base class.
+
+    Departure: the class is found by its module, not as ``tf.compat.v1.train.Optimizer``,
+    since TF1 training names belong in ``headkit/estimator/`` (tests/test_layers.py).
+    """
+    return any(base.__module__ == "tensorflow.python.training.optimizer"
+               and base.__name__ == "Optimizer" for base in type(optimizer).__mro__)
+
+
 def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callable[[], Any]:
     """Check an optimizer spec now; return a factory of a fresh Keras optimizer."""
-    keras_optimizers = (tf.keras.optimizers.Optimizer,)
-    legacy = getattr(tf.keras.optimizers, "legacy", None)
-    if legacy is not None:
-        keras_optimizers += (legacy.Optimizer,)
+    keras_optimizers = _keras_optimizer_classes()
     if isinstance(optimizer, str):
         key = optimizer.lower()
         if key not in OPTIMIZERS:
@@ -142,7 +158,8 @@ class _HeadsModel(tf.keras.Model):
     """The body with headkit's heads: the loss, the update and the metrics of a batch."""
 
     def __init__(self, body: tf.keras.Model, heads: HeadSet) -> None:
-        super().__init__()
+        # Named: Keras 3 derives a name scope from the class name, and a leading "_" is refused.
+        super().__init__(name="headkit_heads")
         self.headkit_body = body
         self.headkit_heads = heads
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -369,7 +386,18 @@ class KerasModel:
         latest = self._manager.latest_checkpoint
         if latest is None:
             return
-        self._checkpoint.restore(latest).expect_partial()
+        status = self._checkpoint.restore(latest)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as error:
+            raise CheckpointError(
+                f"checkpoint {latest!r} does not hold this model's weights, so resuming would "
+                "go on from its step with fresh weights; nothing was trained. A model_dir "
+                "trained with tf.keras 2 (TensorFlow 2.15) does not resume under Keras 3 (a "
+                "newer TensorFlow), nor the reverse: their checkpoints name the layers "
+                "differently. Export it with the TensorFlow that trained it (exports load on "
+                f"both), or train in a new model_dir. ({str(error)[:300]})") from None
+        status.expect_partial()
         logger.info("headkit: restored %s (step %d).", latest, self.global_step())
 
     def _save(self) -> str:
@@ -414,15 +442,26 @@ class KerasModel:
         if target <= start:
             return self
         self._write_record()
-        dataset = _call_input_fn(input_fn, "train")
-        self._learn_passthrough(dataset)
+        source = _call_input_fn(input_fn, "train")
+        self._learn_passthrough(source)
         if self.warm_start_report is not None and self.latest_checkpoint() is None:
             self._save()  # ckpt-0: the warm-started weights
-        dataset = self._positioned(dataset, getattr(input_fn, "headkit_fingerprint", None))
+        fingerprint = getattr(input_fn, "headkit_fingerprint", None)
         callback = _Checkpointing(self, self.checkpoint_every, self._progress)
-        with translate_graph_errors():
-            self._model.fit(dataset, epochs=1, steps_per_epoch=target - start, verbose=0,
-                            callbacks=[callback])
+        # Whole runs of steps_per_run steps, then the rest in one shorter run: Keras 3 runs
+        # every execution whole, past steps_per_epoch (tf.keras 2 cut the last one short).
+        rest = (target - start) % self.steps_per_run
+        for goal, per_run in ((target - rest, self.steps_per_run), (target, rest)):
+            steps = goal - self.global_step()
+            if steps <= 0 or per_run == 0:
+                continue
+            self._set_steps_per_execution(per_run)
+            with translate_graph_errors():
+                self._model.fit(self._positioned(source, fingerprint), epochs=1,
+                                steps_per_epoch=steps, verbose=0, shuffle=False,
+                                callbacks=[callback])
+            if self.global_step() < goal:
+                break  # the input ended
         self._save()
         return self
 
@@ -441,6 +480,15 @@ class KerasModel:
     def passthrough(self) -> Passthrough:
         """The pass-through features, with each one's dtype and shape once known."""
         return self._passthrough
+
+    def _set_steps_per_execution(self, steps: int) -> None:
+        """Keras 3 traces its steps per execution into the train function: retrace on change."""
+        model = self._model
+        if isinstance(getattr(model, "_steps_per_execution", None), tf.Variable):
+            return  # tf.keras 2 reads a variable, and cuts the last run of an epoch itself
+        if model.steps_per_execution != steps:
+            model.steps_per_execution = steps
+            model.train_function = None
 
     def _positioned(self, dataset: tf.data.Dataset, fingerprint: Optional[str]):
         """The dataset from the saved position on, with each batch's index (see docs/keras.md)."""
@@ -545,7 +593,8 @@ class KerasModel:
         check_spec(spec)
         body = instantiate_body(self.body)
         step = tf.Variable(0, dtype=tf.int64)
-        tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path).expect_partial()
+        restored = tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path)
+        restored.assert_existing_objects_matched().expect_partial()  # every body weight, or fail
 
         layout = body_layout(body, self.heads, OBJECT_KEYS)
 

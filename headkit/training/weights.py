@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 import tensorflow as tf
 
-from headkit.body import Body, instantiate_body, outputs_by_head
+from headkit.body import KERAS_MAJOR, Body, instantiate_body, outputs_by_head
 from headkit.errors import ConfigError
 from headkit.spec.headset import HeadSet
 
@@ -241,13 +241,21 @@ def checkpoint_weights(body: Body, heads: HeadSet,
 
     Raises:
         ConfigError: the checkpoint cannot be read, or lacks (or has another shape
-            for) a variable of the body.
+            for) a variable of the body; or this is Keras 3, which cannot name the
+            variables as the Estimator's tf.keras 2 graph did (read it on TensorFlow 2.15).
 
     Example:
         >>> source = checkpoint_weights(build_body, heads, "runs/estimator")  # doctest: +SKIP
         >>> target = body_structure(keras_model, heads)  # doctest: +SKIP
         >>> apply_weights(keras_model, match_weights(source, target))  # doctest: +SKIP
     """
+    if KERAS_MAJOR >= 3:
+        raise ConfigError(
+            f"checkpoint {checkpoint_path!r}: a tf.estimator checkpoint names each variable as "
+            "tf.keras 2 named it in the Estimator's graph, and Keras 3 (TensorFlow "
+            f"{tf.__version__}) builds other names. Read it on TensorFlow 2.15 with "
+            "headkit[estimator]: hk.KerasModel.from_estimator there, then export (exports "
+            "load on every TensorFlow headkit supports).", field="checkpoint_path")
     try:
         reader = tf.train.load_checkpoint(checkpoint_path)
     except (ValueError, tf.errors.OpError) as error:

@@ -369,6 +369,10 @@ def eval_data(n=40, seed=1):
             {"a": a, "b": rng.normal(size=n), "c": rng.integers(0, 3, n)})
 
 
+#: The fixtures of this module that build an hk.Estimator (see tests/conftest.py).
+ESTIMATOR_FIXTURES = ("fixed_model",)
+
+
 @pytest.fixture(scope="module")
 def fixed_model(tmp_path_factory):
     """The fixed-weight model after one step at learning rate 0 on 50,000 shuffled rows."""
@@ -439,6 +443,7 @@ def test_weight_column_gives_the_weighted_mean_loss_like_the_canned_head(fixed_m
     assert result["c/accuracy"] == pytest.approx(canned_accuracy, rel=1e-5)
 
 
+@pytest.mark.estimator
 def test_the_config_file_example_loads_and_trains(tmp_path):
     sys.path.insert(0, EXAMPLES)
     try:

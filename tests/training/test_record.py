@@ -38,6 +38,7 @@ def recorded(tmp_path):
     return model_dir
 
 
+@pytest.mark.estimator
 def test_the_first_training_run_writes_a_versioned_record(tmp_path):
     model_dir = str(tmp_path / "model")
     estimator = hk.Estimator(tiny_body, tiny_heads(), model_dir=model_dir)
@@ -51,6 +52,7 @@ def test_the_first_training_run_writes_a_versioned_record(tmp_path):
     hk.Estimator(tiny_body, tiny_heads(), model_dir=model_dir)  # the same model: accepted
 
 
+@pytest.mark.estimator
 @pytest.mark.parametrize("heads, body, fragments", [
     (_evolve(tiny_heads(), "kind", output=hk.Classification(vocabulary=("a", "b", "c", "d"))),
      _body(kind_units=4), ["head 'kind': n_classes 3 -> 4",

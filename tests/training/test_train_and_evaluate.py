@@ -12,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 import headkit as hk
-from headkit.estimator.hooks import _Exporter
 from headkit.serving import read_manifest
 from headkit.spec.catalog import metric_direction
 from headkit.training.loop import _ranking
@@ -21,6 +20,8 @@ from headkit.training.state import STATE_FILE
 from tests.conftest import make_data, numpy_input_fn, tiny_body, tiny_heads
 
 MAX_STEPS = 40
+#: The fixtures of this module that build an hk.Estimator (see tests/conftest.py).
+ESTIMATOR_FIXTURES = ("improving", "plateau")
 
 
 def _estimator(model_dir, optimizer="adam", learning_rate=0.05):
@@ -101,6 +102,7 @@ def test_improving_run_is_not_stopped(improving):
     assert [e.step for e in result.history] == [10, 20, 30, 40]
 
 
+@pytest.mark.estimator
 def test_wrong_metric_name_fails_before_any_file_is_written(tmp_path):
     model_dir = tmp_path / "model"
     train_input, eval_input = _inputs()
@@ -128,6 +130,7 @@ class _CrashAtStep(tf.compat.v1.train.SessionRunHook):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.estimator
 def test_restart_continues_the_early_stopping_count(tmp_path):
     # A model that cannot learn (learning rate 0): the loss never improves after
     # the first evaluation, so the count is exact. Evaluations every 5 steps.
@@ -164,6 +167,8 @@ def test_exports_kept_are_the_n_best_by_the_chosen_metric(trained, tmp_path):
     export = hk.BestExport("kind/accuracy", keep=2, final=False, export_dir_base=str(tmp_path))
     state = Monitor(estimator, None, export, _ranking(None, export), None)
     state.path = str(tmp_path / STATE_FILE)  # keep the shared fixture's model_dir clean
+    from headkit.estimator.hooks import _Exporter
+
     exporter = _Exporter(state)
     checkpoint = estimator.latest_checkpoint()
     for step, accuracy, loss in ((10, 0.5, 1.0), (20, 0.9, 2.0), (30, 0.7, 0.5), (40, 0.7, 0.4)):
@@ -252,6 +257,7 @@ def test_bad_early_stopping_settings_rejected(kwargs, message):
         hk.EarlyStopping("loss", **kwargs)
 
 
+@pytest.mark.estimator
 def test_early_stopping_without_evaluation_rejected(tmp_path):
     train_input, _ = _inputs()
     with pytest.raises(ValueError, match="needs evaluations, but eval_input_fn is None"):
@@ -259,6 +265,7 @@ def test_early_stopping_without_evaluation_rejected(tmp_path):
                               early_stopping=hk.EarlyStopping("loss"))
 
 
+@pytest.mark.estimator
 def test_early_stopping_that_can_never_fire_rejected(tmp_path):
     train_input, eval_input = _inputs()
     with pytest.raises(ValueError, match=r"patience=3\) can never stop: max_steps=30 with "
@@ -267,6 +274,7 @@ def test_early_stopping_that_can_never_fire_rejected(tmp_path):
                               eval_every=10, early_stopping=hk.EarlyStopping("loss"))
 
 
+@pytest.mark.estimator
 def test_best_export_metric_checked_against_the_heads(tmp_path):
     train_input, eval_input = _inputs()
     with pytest.raises(ValueError, match=r"BestExport: evaluation produces no metric 'size/auc'"):
@@ -274,6 +282,7 @@ def test_best_export_metric_checked_against_the_heads(tmp_path):
                               export=hk.BestExport("size/auc"))
 
 
+@pytest.mark.estimator
 def test_plain_tf_estimator_rejected(tmp_path):
     estimator = tf.estimator.Estimator(lambda features, labels, mode: None, str(tmp_path))
     with pytest.raises(TypeError, match="needs a headkit model such as hk.Estimator"):
@@ -285,6 +294,8 @@ def test_a_run_whose_every_evaluation_was_nan_stops_with_a_readable_reason(train
     rule = hk.EarlyStopping("loss", patience=1)
     state = Monitor(estimator, rule, None, _ranking(rule, None), None)
     state.path = str(tmp_path / STATE_FILE)
+    from headkit.estimator.hooks import _Exporter
+
     exporter = _Exporter(state)
     checkpoint = estimator.latest_checkpoint()
     for step in (10, 20):
