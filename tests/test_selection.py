@@ -20,6 +20,11 @@ from tests.conftest import ROOT
 #: "<file>::<test function>", with why they need tf.estimator.
 MARKED_BY_HAND = {
     "tests/test_examples.py",  # the examples train hk.Estimator models
+    # tf.estimator at import (canned heads, hk.Estimator): conftest.ESTIMATOR_MODULES
+    "tests/kinds/test_logistic.py",
+    "tests/kinds/test_multi_label.py",
+    "tests/kinds/test_poisson.py",
+    "tests/training/test_warm_start.py",
     "tests/keras/test_same_as_estimator.py",  # compares with an hk.Estimator
     "tests/test_bench.py::test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run",
     "tests/test_release_fixtures.py::test_a_0_1_0_model_dir_resumes_its_steps_and_its_record",

@@ -17,6 +17,10 @@ from tests.kinds.canned import (
     run_in_graph,
 )
 
+# Compares with tf.estimator (canned heads, hk.Estimator): TensorFlow 2.15 only
+# (tests/conftest.py leaves the module out where tf.estimator cannot run).
+pytestmark = pytest.mark.estimator
+
 RNG = np.random.default_rng(3)
 N = 32
 LOGITS = RNG.normal(size=(N, 1)).astype("float32")

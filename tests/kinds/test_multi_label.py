@@ -18,6 +18,10 @@ from tests.kinds.canned import (
     run_in_graph,
 )
 
+# Compares with tf.estimator (canned heads, hk.Estimator): TensorFlow 2.15 only
+# (tests/conftest.py leaves the module out where tf.estimator cannot run).
+pytestmark = pytest.mark.estimator
+
 RNG = np.random.default_rng(11)
 N = 32
 VOCABULARY = ("red", "round", "sweet", "sour")

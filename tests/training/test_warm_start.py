@@ -23,6 +23,10 @@ from headkit.training.record import RECORD_FILE
 from headkit.training.weights import checkpoint_weights
 from tests.conftest import LIFECYCLE_CASES, ROOT, lifecycle_body, lifecycle_heads
 
+# Compares with tf.estimator (canned heads, hk.Estimator): TensorFlow 2.15 only
+# (tests/conftest.py leaves the module out where tf.estimator cannot run).
+pytestmark = pytest.mark.estimator
+
 RELEASE = os.path.join(ROOT, "tests", "fixtures", "release_0_1_0")
 
 
