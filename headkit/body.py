@@ -146,6 +146,7 @@ def _check_feature(name: str, feature: Any, reference: Any) -> None:
     dtype, expected = getattr(feature, "dtype", None), getattr(reference, "dtype", None)
     if dtype is None or expected is None:
         return
+    dtype, expected = tf.as_dtype(dtype), tf.as_dtype(expected)  # Keras 3 names dtypes by string
     if (dtype == tf.string) != (expected == tf.string):
         shape = tuple(reference.shape[1:])
         if expected == tf.string:
@@ -160,7 +161,8 @@ def _check_feature(name: str, feature: Any, reference: Any) -> None:
             f"feature {name!r} is {dtype.name}, but the body's Keras Input {name!r} is "
             f"{expected.name}. {fix}"
         )
-    given, wanted = feature.shape, reference.shape
+    # tf.TensorShape: Keras 3 gives shapes as tuples
+    given, wanted = tf.TensorShape(feature.shape), tf.TensorShape(reference.shape)
     if given.rank is not None and given.rank == wanted.rank and any(
             a is not None and b is not None and a != b for a, b in zip(given[1:], wanted[1:])):
         raise DataError(

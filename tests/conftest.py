@@ -26,7 +26,7 @@ import pytest
 #: The repository root.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The fixtures below that build an hk.Estimator.
-ESTIMATOR_FIXTURES = ("trained", "exported")
+ESTIMATOR_FIXTURES = ("trained", "exported", "with_ids", "lifecycle")
 _ESTIMATOR_DIR = os.path.join(ROOT, "tests", "estimator")
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from headkit.data.checks import series_to_numpy
 from headkit.errors import DataError, DataTypeError
+from headkit.spec.scalars import plain
 
 __all__ = ["check_features", "example_row", "RowName"]
 
@@ -429,7 +430,7 @@ def _columns(features: Any, names: Sequence[str],
 
 
 def _index_names(index: Any, row_name: RowName) -> RowName:
-    return lambda i: f"{row_name(i)} (index {index[i]!r})"
+    return lambda i: f"{row_name(i)} (index {plain(index[i])!r})"
 
 
 def _row(index: int) -> str:

@@ -17,7 +17,7 @@ import attrs
 from headkit.errors import ConfigError, ConfigTypeError
 from headkit.spec.catalog import MODES, metric_direction
 from headkit.spec.keys import TOTAL_LOSS
-from headkit.spec.scalars import as_bool, as_float, as_int
+from headkit.spec.scalars import as_bool, as_float, as_int, plain
 
 __all__ = ["EarlyStopping", "BestExport", "better", "count_evaluation", "export_rank",
            "new_count", "is_stopped"]
@@ -45,7 +45,7 @@ def _int_at_least(low: int) -> Callable[[Any, Any, Any], None]:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(
                 f"{type(instance).__name__}.{attribute.name} must be an int >= {low} "
-                f"(got {value!r}).", field=attribute.name,
+                f"(got {plain(value)!r}).", field=attribute.name,
             )
 
     return check

@@ -13,6 +13,9 @@ import headkit as hk
 from headkit.serving.contract import read_signature_defs
 from tests.kinds.test_end_to_end import HEADS, _body, _data
 
+# Compares with hk.Estimator on the same weights: TensorFlow 2.15 only.
+pytestmark = pytest.mark.estimator
+
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):

@@ -20,6 +20,9 @@ from headkit.training.record import RECORD_FILE, read_record
 from headkit.training.weights import body_structure, checkpoint_weights
 from tests.conftest import lifecycle_body, lifecycle_data, lifecycle_heads, lifecycle_input
 
+# Warm starts from, and compares with, hk.Estimator models: TensorFlow 2.15 only.
+pytestmark = pytest.mark.estimator
+
 ID_SPEC = {"example_id": tf.TensorSpec([None, 1], tf.string)}
 
 

@@ -11,6 +11,9 @@ import tensorflow as tf
 import headkit as hk
 from headkit import cli
 
+# Trains the three kinds with hk.Estimator: TensorFlow 2.15 only.
+pytestmark = pytest.mark.estimator
+
 TAGS = ("red", "round", "sweet")
 
 

@@ -169,6 +169,7 @@ def test_integer_labels_for_a_vocabulary_head_are_refused_with_the_fix():
               "label_mean", "prediction_mean")),
     ("size", ("label_mean", "prediction_mean")),
 ])
+@pytest.mark.estimator
 def test_every_metric_the_canned_head_reports_is_available_by_name(name, metric_names):
     from tests.kinds.canned import CANNED_NAMES, canned_metrics, headkit_metrics
 

@@ -19,6 +19,9 @@ from headkit.serving.signatures import PREDICT
 from headkit.training.record import read_record
 from tests.conftest import PASSTHROUGH, make_data, tiny_body, tiny_heads
 
+# Pass-through is tested through hk.Estimator models: TensorFlow 2.15 only.
+pytestmark = pytest.mark.estimator
+
 IDS = np.array(["id-7", "id-8", "id-9"])
 
 

@@ -328,6 +328,7 @@ def _endless_with_arguments(mode, params, config):
     (lambda: _endless_with_arguments, r"its dataset repeats forever \(a \.repeat\(\) with no "
                                       r"count\?\)"),
 ], ids=["hk-input-fn-num-epochs-none", "dataset-repeat", "estimator-style-arguments"])
+@pytest.mark.estimator
 def test_an_evaluation_input_that_never_ends_is_refused_before_training(endless, message,
                                                                          tmp_path):
     train_input, _ = _inputs()
@@ -340,6 +341,7 @@ def test_an_evaluation_input_that_never_ends_is_refused_before_training(endless,
     assert not model_dir.exists() or not any(model_dir.iterdir())
 
 
+@pytest.mark.estimator
 def test_an_endless_evaluation_input_with_eval_steps_runs_and_numpy_integers_count(tmp_path):
     train_input, _ = _inputs()
     endless = hk.input_fn(*make_data(16, seed=1), tiny_heads(), batch_size=8, num_epochs=None)
@@ -358,6 +360,7 @@ def test_an_endless_evaluation_input_with_eval_steps_runs_and_numpy_integers_cou
     ({"eval_every": 2.5}, ValueError, r"eval_every must be an int >= 1 \(got 2\.5\)"),
     ({"eval_steps": 0}, ValueError, r"eval_steps must be an int >= 1 \(got 0\)"),
 ], ids=["progress-yes", "max-steps-text", "eval-every-fraction", "eval-steps-zero"])
+@pytest.mark.estimator
 def test_bad_loop_arguments_name_the_field_and_value(kwargs, error, message, tmp_path):
     train_input, eval_input = _inputs()
     arguments = {"max_steps": 20, "eval_every": 5, "progress": False, **kwargs}
