@@ -241,9 +241,8 @@ class Estimator(_TranslatingEstimator):
             self._passthrough, target = self._inspect_body(passthrough, source is not None)
         else:
             self._passthrough, target = Passthrough(), None
-        if model_dir is not None:
-            self._passthrough.restore((read_record(model_dir) or {}).get("passthrough")
-                                      if os.path.isdir(model_dir) else None)
+        if self._passthrough and model_dir is not None and os.path.isdir(model_dir):
+            self._passthrough.restore((read_record(model_dir) or {}).get("passthrough"))
         if source is not None:
             self.warm_start_report = warm_start_match(
                 read_source(source, self._body, heads), target, head_map)
