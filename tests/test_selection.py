@@ -27,7 +27,6 @@ MARKED_BY_HAND = {
     "tests/training/test_warm_start.py",
     # whole modules built on hk.Estimator models
     "tests/keras/test_every_kind.py",
-    "tests/keras/test_lifecycle.py",
     "tests/serving/test_passthrough.py",
     "tests/kinds/test_end_to_end.py",
     "tests/kinds/test_losses.py::test_every_metric_the_canned_head_reports_is_available_by_name",
