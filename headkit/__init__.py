@@ -17,7 +17,18 @@ from headkit.errors import (
     HeadkitError,
     NonFiniteLossError,
 )
-from headkit.spec import Classification, Head, HeadSet, Predict, Regression, metric_key
+from headkit.spec import (
+    Classification,
+    DynamicWeightAverage,
+    FixedWeighting,
+    Head,
+    HeadSet,
+    PCGrad,
+    Predict,
+    Regression,
+    UncertaintyWeighting,
+    metric_key,
+)
 
 __version__ = "0.1.0"
 
@@ -45,6 +56,10 @@ __all__ = [
     "Predict",
     "Head",
     "HeadSet",
+    "FixedWeighting",
+    "UncertaintyWeighting",
+    "DynamicWeightAverage",
+    "PCGrad",
     "metric_key",
     "HeadkitError",
     "ConfigError",
