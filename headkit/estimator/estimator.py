@@ -19,7 +19,7 @@ from headkit.estimator.optimizers import resolve_optimizer
 from headkit.estimator.resume import ResumableEstimator
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
-from headkit.training.record import RECORD_FILE, check_model_dir, write_record
+from headkit.training.record import RECORD_FILE, check_model_dir, recorded_heads, write_record
 
 __all__ = ["Estimator"]
 
@@ -128,12 +128,14 @@ class Estimator(_TranslatingEstimator):
                     f"heads must be an hk.HeadSet or a list of hk.Head (got {heads!r}).",
                     field="heads")
             heads = HeadSet(heads)
-        self._heads = heads
         self._body = check_body(body)
         self._record = None
         if model_dir is not None and os.path.isdir(model_dir) and os.listdir(model_dir):
-            # A model_dir that holds a model: refuse other heads or another body now.
+            # A model_dir that holds a model: its normalisation statistics, and refuse
+            # other heads or another body now.
+            heads = recorded_heads(model_dir, heads)
             self._record = check_model_dir(model_dir, heads, self._body)
+        self._heads = heads
         optimizer_factory = resolve_optimizer(optimizer, learning_rate)
         super().__init__(
             model_fn=make_model_fn(body, heads, optimizer_factory),

@@ -6,7 +6,7 @@ what each head does is asked of its kind (``headkit.kinds``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import tensorflow as tf
 
@@ -17,10 +17,13 @@ from headkit.estimator import metrics as metrics_lib
 from headkit.estimator.optimizers import OptimizerFactory
 from headkit.kinds import CLASSIFY, REGRESS, batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
+from headkit.multitask import LossWeights, step_gradients
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import (
     DEFAULT_SIGNATURE,
+    LOSS_WEIGHT,
     PREDICT_SIGNATURE,
+    TOTAL_LOSS,
     head_predict_signature,
     metric_key,
 )
@@ -30,10 +33,8 @@ __all__ = ["make_model_fn", "export_outputs"]
 ModeKeys = tf.estimator.ModeKeys
 
 
-def _train_op(optimizer: Any, loss: tf.Tensor, variables: List[tf.Variable],
+def _train_op(optimizer: Any, loss: tf.Tensor, pairs: List[Tuple[Any, tf.Variable]],
               update_ops: List[Any], step: tf.Tensor) -> Any:
-    grads = tf.gradients(loss, variables)
-    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if not pairs:
         raise ConfigError(
             "No trainable variable of the body receives a gradient from the loss. Check that "
@@ -112,6 +113,12 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
 
         flat_inputs = tf.nest.flatten(inputs)
         terms = batch.head_terms(heads, outputs, labels, features)
+        # The loss weighting's variables exist in TRAIN and EVAL graphs only, so the
+        # default Saver keeps them in checkpoints and no export holds them.
+        weighting = LossWeights(heads)
+        weighted, loss_weights = weighting.weigh({n: t.loss for n, t in terms.items()})
+        learned = {metric_key(n, LOSS_WEIGHT): w for n, w in loss_weights.items()
+                   if weighting.is_learned}
         eval_metrics: Dict[str, Any] = {}
         if mode == ModeKeys.EVAL:
             for head in heads.trained_heads:
@@ -119,10 +126,12 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
                 with tf.name_scope(head.name):
                     eval_metrics.update(metrics_lib.head_metrics(
                         head, term.labels, per_head[head.name], term.example_losses,
-                        term.weights))
+                        term.weights, term.loss_weights))
+            # The checkpoint's values: constant over the evaluation.
+            eval_metrics.update({k: (w, tf.no_op()) for k, w in learned.items()})
         regularization = model.get_losses_for(None) + model.get_losses_for(flat_inputs)
         step = tf.compat.v1.train.get_or_create_global_step()
-        loss = batch.total_loss(heads, terms, regularization)
+        loss = weighting.total(weighted, regularization)
 
         if mode == ModeKeys.EVAL:
             return tf.estimator.EstimatorSpec(
@@ -130,9 +139,16 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory) -> Ca
 
         loss = batch.finite_guard(heads, terms, loss, step)
         for name, term in terms.items():
-            tf.compat.v1.summary.scalar(metric_key(name, "loss"), term.loss)
+            tf.compat.v1.summary.scalar(metric_key(name, TOTAL_LOSS), term.loss)
+        for key, value in learned.items():
+            tf.compat.v1.summary.scalar(key, value)
         update_ops = model.get_updates_for(None) + model.get_updates_for(flat_inputs)
-        train_op = _train_op(optimizer(), loss, model.trainable_variables, update_ops, step)
+        pairs = step_gradients(heads, tf.gradients, loss, weighted, regularization,
+                               model.trainable_variables, weighting.trainable_variables, step)
+        with tf.control_dependencies([loss]):  # after this step's weights were read
+            update = weighting.update({n: t.loss for n, t in terms.items()})
+        train_op = _train_op(optimizer(), loss, pairs, update_ops + ([update] if update else []),
+                             step)
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op,
                                           predictions=predictions)
 
