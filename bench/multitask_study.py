@@ -1,0 +1,178 @@
+"""Loss weighting on the penguins: each method over several seeds and splits, and PCGrad's cost.
+
+    python bench/multitask_study.py                        # every method, seeds 0-4
+    python bench/multitask_study.py --seeds 0 --methods uncertainty --steps 500
+    python bench/multitask_study.py --cost                 # steps/s with and without PCGrad
+
+The three heads of ``examples/quickstart.py`` (species, body mass, sex) and
+its body, trained with ``hk.KerasModel`` for a fixed number of steps (no early
+stopping: the methods' total losses are not comparable, so none of them
+picks the step), then evaluated on the split's held-out test rows. Seed
+``k`` draws the split (``quickstart.load_splits(k)``), the initial weights
+and the shuffling. Results and their reading: ``docs/multitask.md``.
+
+Writes ``bench/results/multitask.json`` (every run) and prints the table in
+Markdown. Not part of the test suite: ``tests/multitask/test_penguins.py``
+runs one method on one seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.environ.get("HEADKIT_SRC", ROOT))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import headkit as hk  # noqa: E402
+
+hk.quiet_tensorflow()
+
+import quickstart  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+#: Reported metrics on the test rows, and the bars of the issue.
+METRICS = {"species/accuracy": (">=", 0.95), "sex/accuracy": (">=", 0.80),
+           "body_mass_g/rmse": ("<=", 400.0)}
+LEARNING_RATE = 0.003
+BATCH_SIZE = 32
+
+
+def _grams_body(stats) -> tf.keras.Model:
+    """The quickstart's body with the old hand-tuned output: grams = 800 * Dense(1) + 4200."""
+    model = quickstart.build_body(stats)
+    outputs = dict(model.output)
+    outputs["body_mass_g"] = outputs["body_mass_g"] * 800.0 + 4200.0
+    return tf.keras.Model(model.input, outputs)
+
+
+def _raw_heads(train, weight: float) -> hk.HeadSet:
+    """The quickstart's heads with an unnormalised mass head of the given weight."""
+    heads = quickstart.make_heads(train, loss_weighting="fixed")
+    return hk.HeadSet([hk.Head("body_mass_g", hk.Regression(), metrics=("rmse", "mae"),
+                               weight=weight) if h.name == "body_mass_g" else h for h in heads])
+
+
+#: Method -> (heads from the training split, body from the feature statistics).
+METHODS: Dict[str, tuple] = {
+    "fixed 1.0, grams": (lambda train: _raw_heads(train, 1.0), quickstart.build_body),
+    "hand-tuned": (lambda train: _raw_heads(train, 1.0 / 800.0**2), _grams_body),
+    "fixed 1.0": (lambda train: quickstart.make_heads(train, loss_weighting="fixed"),
+                  quickstart.build_body),
+    "uncertainty": (lambda train: quickstart.make_heads(train), quickstart.build_body),
+    "DWA": (lambda train: quickstart.make_heads(train, loss_weighting=hk.DynamicWeightAverage()),
+            quickstart.build_body),
+    "PCGrad": (lambda train: quickstart.make_heads(train, loss_weighting="fixed",
+                                                   gradient_surgery=hk.PCGrad()),
+               quickstart.build_body),
+    "uncertainty + PCGrad": (lambda train: quickstart.make_heads(
+        train, gradient_surgery=hk.PCGrad()), quickstart.build_body),
+}
+
+
+def run(method: str, seed: int, steps: int) -> Dict[str, Any]:
+    """Train one method on one seed's split; its metrics on the test rows."""
+    make_heads, make_body = METHODS[method]
+    train, _, test = quickstart.load_splits(seed)
+    heads = make_heads(train)
+    numeric = train[quickstart.NUMERIC].to_numpy("float32")
+    stats = (numeric.mean(axis=0), numeric.var(axis=0))
+    columns = dict(heads=heads, feature_columns=quickstart.NUMERIC + ["island"])
+    model = hk.KerasModel(lambda: make_body(stats), heads, optimizer="adam",
+                          learning_rate=LEARNING_RATE, seed=seed, steps_per_run=50,
+                          checkpoint_every=10**9,
+                          model_dir=tempfile.mkdtemp(prefix="headkit-study-"))
+    start = time.perf_counter()
+    model.train(hk.input_fn_from_dataframe(train, shuffle=True, num_epochs=None, seed=seed,
+                                           batch_size=BATCH_SIZE, **columns), max_steps=steps)
+    seconds = time.perf_counter() - start
+    metrics = model.evaluate(hk.input_fn_from_dataframe(test, batch_size=256, **columns))
+    result = {"method": method, "seed": seed, "steps": steps, "train_seconds": seconds}
+    result.update({k: float(v) for k, v in metrics.items() if k in METRICS
+                   or k.endswith("/loss_weight")})
+    return result
+
+
+def table(runs: List[Dict[str, Any]], methods: List[str]) -> str:
+    """Markdown: mean ± standard deviation over seeds, and how many seeds clear each bar."""
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [f"| method | {' | '.join(METRICS)} | all three bars |",
+             "|---|" + "---|" * (len(METRICS) + 1)]
+    for method in methods:
+        rows = [r for r in runs if r["method"] == method]
+        if not rows:
+            continue
+        cells = []
+        for key, (op, bar) in METRICS.items():
+            values = [r[key] for r in rows]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cleared = sum(1 for v in values if (v >= bar if op == ">=" else v <= bar))
+            digits = 0 if key.endswith("rmse") else 3
+            cells.append(f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f} "
+                         f"({cleared}/{len(values)})")
+        every = sum(1 for r in rows if all(
+            (r[k] >= b if op == ">=" else r[k] <= b) for k, (op, b) in METRICS.items()))
+        lines.append(f"| {method} | {' | '.join(cells)} | {every}/{len(rows)} |")
+    lines.append("")
+    lines.append(f"Mean ± standard deviation over seeds {seeds} (each its own split), on the "
+                 "held-out test rows; in brackets, the seeds that clear the bar "
+                 f"({', '.join(f'{k} {op} {b:g}' for k, (op, b) in METRICS.items())}).")
+    return "\n".join(lines)
+
+
+def cost(steps: int, repeats: int) -> str:
+    """Training steps per second on the penguins, with and without PCGrad (same seed)."""
+    lines = ["| method | steps/s (median) | relative |", "|---|---|---|"]
+    medians = {}
+    for method in ("fixed 1.0", "PCGrad"):
+        rates = []
+        for _ in range(repeats):
+            result = run(method, 0, steps)
+            rates.append(steps / result["train_seconds"])
+        medians[method] = statistics.median(rates)
+    for method, rate in medians.items():
+        lines.append(f"| {method} | {rate:.0f} | {rate / medians['fixed 1.0']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated, of: {', '.join(METHODS)}")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per run")
+    parser.add_argument("--cost", action="store_true", help="measure PCGrad's cost instead")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "multitask.json"))
+    args = parser.parse_args(argv)
+    if args.cost:
+        print(cost(args.steps, repeats=3))
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {list(METHODS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    runs: List[Dict[str, Any]] = []
+    for seed in seeds:
+        for method in methods:
+            runs.append(run(method, seed, args.steps))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump({"steps": args.steps, "learning_rate": LEARNING_RATE,
+                   "batch_size": BATCH_SIZE, "tensorflow": tf.__version__, "runs": runs},
+                  handle, indent=2)
+    print(table(runs, methods))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
