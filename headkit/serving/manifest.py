@@ -96,7 +96,7 @@ def write_manifest(
         "headkit_version": headkit.__version__,
         "tensorflow_version": tf.__version__,
         "backend": backend,
-        "heads": config.heads_to_dict(heads, strict=False),
+        "heads": config.headset_to_dict(heads, strict=False),
         "default_head": heads.default_head.name,
         "signatures": {k: dict(e.signature.to_dict(), **{
             "inputs": sorted(e.inputs),
