@@ -63,7 +63,7 @@ def _raw_heads(train, weight: float) -> hk.HeadSet:
 
 #: Method -> (heads from the training split, body from the feature statistics).
 METHODS: Dict[str, tuple] = {
-    "fixed 1.0, grams": (lambda train: _raw_heads(train, 1.0), quickstart.build_body),
+    "fixed 1.0 in grams": (lambda train: _raw_heads(train, 1.0), quickstart.build_body),
     "hand-tuned": (lambda train: _raw_heads(train, 1.0 / 800.0**2), _grams_body),
     "fixed 1.0": (lambda train: quickstart.make_heads(train, loss_weighting="fixed"),
                   quickstart.build_body),
