@@ -72,26 +72,28 @@ def project_conflicting(per_head: Sequence[Sequence[Optional[Any]]], shapes: Seq
         result.append(own[0] if len(own) == 1 else None)
     if not shared:
         return result
-    sizes = [tf.TensorShape(shapes[v]).num_elements() for v in shared]
-    flat = tf.stack([
-        tf.concat([tf.reshape(_dense(per_head[i][v]), [-1]) if reached[v][i]
-                   else tf.zeros([size]) for v, size in zip(shared, sizes)], axis=0)
-        for i in range(count)])
-    norms = tf.reduce_sum(flat * flat, axis=1)
-    projected = []
+    # Every projected gradient is a combination of the original ones, so the algorithm
+    # runs on their Gram matrix (K x K) and K coefficients per head; the gradients are
+    # combined once at the end. The same arithmetic as projecting the vectors themselves,
+    # without K^2 temporaries of the body's size.
+    stacked = {v: tf.stack([tf.reshape(_dense(per_head[i][v]), [-1]) if reached[v][i]
+                            else tf.zeros([tf.TensorShape(shapes[v]).num_elements()])
+                            for i in range(count)]) for v in shared}
+    gram = tf.add_n([tf.matmul(g, g, transpose_b=True) for g in stacked.values()])
+    identity = tf.eye(count)
+    coefficients = []
     for i in range(count):
-        gradient = flat[i]
+        combination = identity[i]  # g_i^PC = sum_k combination[k] * g_k
         for position in range(count):
             j = orders[i, position]
-            other = tf.gather(flat, j)
-            dot = tf.reduce_sum(gradient * other)
+            dot = tf.reduce_sum(combination * tf.gather(gram, j))  # g_i^PC . g_j
             conflict = tf.logical_and(dot < 0.0, tf.not_equal(j, i))
-            scale = tf.where(conflict, tf.math.divide_no_nan(dot, tf.gather(norms, j)), 0.0)
-            gradient = gradient - scale * other
-        projected.append(gradient)
-    summed = tf.split(tf.add_n(projected), sizes)
-    for v, part in zip(shared, summed):
-        result[v] = tf.reshape(part, shapes[v])
+            scale = tf.where(conflict, tf.math.divide_no_nan(dot, gram[j, j]), 0.0)
+            combination = combination - scale * tf.gather(identity, j)
+        coefficients.append(combination)
+    total = tf.add_n(coefficients)
+    for v, gradients in stacked.items():
+        result[v] = tf.reshape(tf.linalg.matvec(gradients, total, transpose_a=True), shapes[v])
     return result
 
 
