@@ -17,11 +17,27 @@ from headkit.estimator.loop import estimator_loop
 from headkit.estimator.model_fn import make_model_fn
 from headkit.estimator.optimizers import resolve_optimizer
 from headkit.estimator.resume import ResumableEstimator
+from headkit.multitask import SCOPE
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 from headkit.training.record import RECORD_FILE, check_model_dir, recorded_heads, write_record
 
 __all__ = ["Estimator"]
+
+
+#: Every trainable variable but the learned loss weights (``headkit.multitask.SCOPE``).
+_BODY_VARIABLES = f"^(?!{SCOPE}/).*"
+
+
+def _body_warm_start(warm_start_from: Any) -> Any:
+    """Warm-start settings that leave the learned loss weights out (see ``Estimator``)."""
+    if isinstance(warm_start_from, (str, os.PathLike)):
+        return tf.estimator.WarmStartSettings(os.fspath(warm_start_from),
+                                              vars_to_warm_start=_BODY_VARIABLES)
+    if (isinstance(warm_start_from, tf.estimator.WarmStartSettings)
+            and warm_start_from.vars_to_warm_start == ".*"):
+        return warm_start_from._replace(vars_to_warm_start=_BODY_VARIABLES)
+    return warm_start_from
 
 
 class _TranslatingEstimator(ResumableEstimator):
@@ -97,7 +113,12 @@ class Estimator(_TranslatingEstimator):
             or a zero-argument factory. Every kind advances ``global_step``.
         learning_rate: with an optimizer name only; defaults to the name's
             entry in ``headkit.estimator.optimizers.OPTIMIZERS``.
-        model_dir, config, warm_start_from: as for ``tf.estimator.Estimator``.
+        model_dir, config: as for ``tf.estimator.Estimator``.
+        warm_start_from: as for ``tf.estimator.Estimator``: a checkpoint or
+            model_dir, or ``tf.estimator.WarmStartSettings``. A path, or
+            settings that warm-start every variable, warm-start the body but
+            not the learned loss weights, which start afresh (the source may
+            have none, or another loss weighting).
 
     Example:
         >>> import headkit as hk
@@ -141,7 +162,7 @@ class Estimator(_TranslatingEstimator):
             model_fn=make_model_fn(body, heads, optimizer_factory),
             model_dir=model_dir,
             config=config,
-            warm_start_from=warm_start_from,
+            warm_start_from=_body_warm_start(warm_start_from),
         )
 
     @property

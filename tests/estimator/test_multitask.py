@@ -11,6 +11,7 @@ import glob
 import math
 import os
 
+import attrs
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -114,6 +115,19 @@ def test_pcgrad_with_dwa_resumed_halfway_ends_with_the_uninterrupted_weights(tmp
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-7, err_msg=name)
     dwa = ours["headkit_loss_weighting/dynamic_weight_average/weights"]
     assert dwa.sum() == pytest.approx(3.0) and not np.allclose(dwa, 1.0)  # 4 windows seen
+
+
+def test_a_warm_start_from_a_fixed_model_moves_the_body_and_starts_the_weights_afresh(
+        trained, tmp_path):
+    source, features, labels = trained  # tiny_heads: fixed weights, no log variances
+    heads = attrs.evolve(source.heads, loss_weighting=hk.UncertaintyWeighting())
+    estimator = hk.Estimator(tiny_body, heads, learning_rate=0.0, model_dir=str(tmp_path),
+                             warm_start_from=source.model_dir)
+    estimator.train(numpy_input_fn(features, labels), steps=1)
+    kernel = "kind/kernel"
+    np.testing.assert_array_equal(estimator.get_variable_value(kernel),
+                                  source.get_variable_value(kernel))
+    assert estimator.get_variable_value(S.format("kind")) == 0.0
 
 
 def test_from_estimator_moves_the_learned_weights_to_keras(uncertain, tmp_path):
