@@ -102,7 +102,7 @@ class LossWeights(tf.Module):
         once, so the terms and the reported weights agree within a step.
         """
         dwa = None
-        if self.method_name == DynamicWeightAverage.name:
+        if self.method_name == DynamicWeightAverage.name and self.weighted_names:
             dwa = tf.unstack(tf.convert_to_tensor(self.weights), num=len(self.weighted_names))
             dwa = dict(zip(self.weighted_names, dwa))
         terms, weights = {}, {}
@@ -135,7 +135,7 @@ class LossWeights(tf.Module):
         ``L(t-1)`` (and ``L(t-1)`` into ``L(t-2)``), and from the second full
         window on the weights become :func:`dwa_weights` of the two.
         """
-        if self.method_name != DynamicWeightAverage.name:
+        if self.method_name != DynamicWeightAverage.name or not self.weighted_names:
             return None
         losses = tf.stack([tf.cast(losses[n], tf.float32) for n in self.weighted_names])
         steps = self.window_steps + 1

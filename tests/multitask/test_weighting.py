@@ -130,3 +130,11 @@ def test_dwa_in_a_graph_reads_every_value_before_it_writes():
     np.testing.assert_allclose(before, [2.0, 1.0, 1.0])
     np.testing.assert_allclose(weights, dwa_weights(
         tf.constant(previous), tf.constant(before), 2.0).numpy(), rtol=1e-6)
+
+
+def test_dwa_with_every_weight_zero_weighs_nothing_and_updates_nothing():
+    heads = hk.HeadSet([hk.Head("y", hk.Regression(), weight=0.0)],
+                       loss_weighting=hk.DynamicWeightAverage())
+    weighting = LossWeights(heads)
+    assert _weigh(weighting, {"y": 3.0}) == ({"y": 0.0}, {"y": 0.0})
+    assert weighting.update({"y": tf.constant(3.0)}) is None
