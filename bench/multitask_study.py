@@ -3,6 +3,7 @@
     python bench/multitask_study.py                        # every method, seeds 0-4
     python bench/multitask_study.py --seeds 0 --methods uncertainty --steps 500
     python bench/multitask_study.py --cost                 # steps/s with and without PCGrad
+    python bench/multitask_study.py --from-json bench/results/multitask.json   # tables again
 
 The three heads of ``examples/quickstart.py`` (species, body mass, sex) and
 its body, trained with ``hk.KerasModel`` for a fixed number of steps (no early
@@ -128,6 +129,26 @@ def table(runs: List[Dict[str, Any]], methods: List[str]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(runs: List[Dict[str, Any]], methods: List[str],
+                 baseline: str = "fixed 1.0") -> str:
+    """Markdown: each method minus ``baseline`` on the same seed and split, mean ± sd."""
+    by_run = {(r["method"], r["seed"]): r for r in runs}
+    seeds = sorted({r["seed"] for r in runs if r["method"] == baseline})
+    lines = [f"| method, minus {baseline} on the same split | {' | '.join(METRICS)} |",
+             "|---|" + "---|" * len(METRICS)]
+    for method in methods:
+        if method == baseline or not all((method, s) in by_run for s in seeds):
+            continue
+        cells = []
+        for key in METRICS:
+            differences = [by_run[(method, s)][key] - by_run[(baseline, s)][key] for s in seeds]
+            spread = statistics.stdev(differences) if len(differences) > 1 else 0.0
+            digits = 0 if key.endswith("rmse") else 3
+            cells.append(f"{statistics.mean(differences):+.{digits}f} ± {spread:.{digits}f}")
+        lines.append(f"| {method} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def _wide_body(stats, width: int) -> tf.keras.Model:
     """The penguins' inputs through two Dense(width) layers: a body whose passes cost more."""
     mean, variance = stats
@@ -188,6 +209,8 @@ def main(argv=None) -> int:
                         help=f"comma-separated, of: {', '.join(METHODS)}")
     parser.add_argument("--steps", type=int, default=2000, help="training steps per run")
     parser.add_argument("--cost", action="store_true", help="measure PCGrad's cost instead")
+    parser.add_argument("--from-json", default=None,
+                        help="print the tables of a results file again, without training")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "multitask.json"))
     args = parser.parse_args(argv)
     if args.cost:
@@ -197,6 +220,12 @@ def main(argv=None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {list(METHODS)}")
+    if args.from_json:
+        with open(args.from_json) as handle:
+            runs = json.load(handle)["runs"]
+        methods = [m for m in methods if any(r["method"] == m for r in runs)]
+        print(table(runs, methods) + "\n\n" + paired_table(runs, methods))
+        return 0
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     runs: List[Dict[str, Any]] = []
     for seed in seeds:
@@ -208,7 +237,7 @@ def main(argv=None) -> int:
         json.dump({"steps": args.steps, "learning_rate": LEARNING_RATE,
                    "batch_size": BATCH_SIZE, "tensorflow": tf.__version__, "runs": runs},
                   handle, indent=2)
-    print(table(runs, methods))
+    print(table(runs, methods) + "\n\n" + paired_table(runs, methods))
     return 0
 
 
