@@ -20,13 +20,17 @@ from headkit.errors import (
 )
 from headkit.spec import (
     Classification,
+    DynamicWeightAverage,
+    FixedWeighting,
     Head,
     HeadSet,
     Logistic,
     MultiLabel,
+    PCGrad,
     Poisson,
     Predict,
     Regression,
+    UncertaintyWeighting,
     metric_key,
 )
 
@@ -62,6 +66,10 @@ __all__ = [
     "Predict",
     "Head",
     "HeadSet",
+    "FixedWeighting",
+    "UncertaintyWeighting",
+    "DynamicWeightAverage",
+    "PCGrad",
     "metric_key",
     "HeadkitError",
     "ConfigError",

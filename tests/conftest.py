@@ -266,3 +266,22 @@ def with_ids(trained, tmp_path_factory):
                             passthrough={"example_id": tf.TensorSpec([None], tf.string),
                                          "tag": None})
     return with_ids, with_ids.export(str(tmp_path_factory.mktemp("with_ids")))
+
+
+def multitask_data(n: int = 96, seed: int = 0):
+    """make_data with the size label in "grams" (mean 5000, spread ~400): normalisation matters."""
+    features, labels = make_data(n, seed)
+    labels["size"] = (labels["size"] * 100.0 + 5000.0).astype("float32")
+    return features, labels
+
+
+def multitask_heads(labels, **options):
+    """The tiny heads with a normalised size head and class weights, weights 1.0."""
+    import headkit as hk
+
+    return hk.HeadSet([
+        hk.Head("kind", hk.Classification(vocabulary=VOCABULARY), metrics=("accuracy",),
+                is_default=True, class_weight={"a": 2.0}),
+        hk.Head("size", hk.Regression.from_labels(labels["size"]), metrics=("rmse",)),
+        hk.Head("flag", hk.Classification(2), metrics=("accuracy",)),
+    ], **options)

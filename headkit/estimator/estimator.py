@@ -26,6 +26,7 @@ from headkit.training.record import (
     RECORD_FILE,
     check_model_dir,
     read_record,
+    recorded_heads,
     write_record,
 )
 from headkit.training.warm_start import check_warm_start, read_source, warm_start_match
@@ -168,7 +169,9 @@ class Estimator(_TranslatingEstimator):
             model_dir, matched by layer structure: the shared body must match
             and is restored whole (batch-norm statistics included); a head's
             own layers are restored when it exists in both with the same
-            shapes, else start fresh. The report is ``warm_start_report``.
+            shapes, else start fresh; learned loss weights
+            (``loss_weighting``) always start fresh. The report is
+            ``warm_start_report``.
             Ignored when ``model_dir`` already holds a checkpoint (it resumes).
         head_map: ``{"<new head>": "<old head>"}``: a renamed head takes the
             old head's layers (a renamed head is otherwise new).
@@ -222,14 +225,16 @@ class Estimator(_TranslatingEstimator):
                     f"heads must be an hk.HeadSet or a list of hk.Head (got {heads!r}).",
                     field="heads")
             heads = HeadSet(heads)
-        self._heads = heads
         self._body = check_body(body)
         self._record = None
         _check_model_dir_path(model_dir if model_dir is not None
                               else getattr(config, "model_dir", None))
         if model_dir is not None and os.path.isdir(model_dir) and os.listdir(model_dir):
-            # A model_dir that holds a model: refuse other heads or another body now.
+            # A model_dir that holds a model: its normalisation statistics, and refuse
+            # other heads or another body now.
+            heads = recorded_heads(model_dir, heads)
             self._record = check_model_dir(model_dir, heads, self._body)
+        self._heads = heads
         optimizer_factory = resolve_optimizer(optimizer, learning_rate)
         source, head_map = check_warm_start(warm_start_from, head_map, model_dir)
         if source is not None and model_dir and tf.train.latest_checkpoint(model_dir):

@@ -6,7 +6,7 @@ what each head does is asked of its kind (``headkit.kinds``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -19,11 +19,14 @@ from headkit.estimator.optimizers import OptimizerFactory
 from headkit.estimator.resume import LoopInput
 from headkit.kinds import CLASSIFY, REGRESS, batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
+from headkit.multitask import LossWeights, step_gradients
 from headkit.serving.passthrough import Passthrough
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import (
     DEFAULT_SIGNATURE,
+    LOSS_WEIGHT,
     PREDICT_SIGNATURE,
+    TOTAL_LOSS,
     head_predict_signature,
     metric_key,
 )
@@ -33,10 +36,8 @@ __all__ = ["make_model_fn", "export_outputs"]
 ModeKeys = tf.estimator.ModeKeys
 
 
-def _train_op(optimizer: Any, loss: tf.Tensor, variables: List[tf.Variable],
+def _train_op(optimizer: Any, loss: tf.Tensor, pairs: List[Tuple[Any, tf.Variable]],
               update_ops: List[Any], step: tf.Tensor) -> Any:
-    grads = tf.gradients(loss, variables)
-    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if not pairs:
         raise ConfigError(
             "No trainable variable of the body receives a gradient from the loss. Check that "
@@ -124,8 +125,9 @@ def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
         runs = tf.maximum(tf.minimum(runs, tf.constant(last_step, tf.int64) - first), 0)
     names = [h.name for h in heads.trained_heads]
     regularization = model.get_losses_for(None)
+    weighting = LossWeights(heads)  # its variables exist before the loop, as the body's do
 
-    def one_step(index, total, head_losses):
+    def one_step(index, total, head_losses, loss_weights):
         features, labels = loop_input.next()
         if passthrough and isinstance(features, Mapping):
             passthrough.learn(features)
@@ -133,20 +135,31 @@ def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
         outputs = outputs_by_head(heads, model, model(inputs, training=True))
         terms = batch.head_terms(heads, outputs, labels, features)
         flat_inputs = tf.nest.flatten(inputs)
-        total = batch.total_loss(heads, terms, regularization + model.get_losses_for(flat_inputs))
+        losses = regularization + model.get_losses_for(flat_inputs)
+        weighted, weights = weighting.weigh({n: t.loss for n, t in terms.items()})
+        total = weighting.total(weighted, losses)
         total = batch.finite_guard(heads, terms, total, first + index)
-        train_op = _train_op(train_optimizer, total, model.trainable_variables,
-                             model.get_updates_for(flat_inputs), step)
+        pairs = step_gradients(heads, tf.gradients, total, weighted, losses,
+                               model.trainable_variables, weighting.trainable_variables,
+                               first + index)
+        with tf.control_dependencies([total]):  # after this step's weights were read
+            update = weighting.update({n: t.loss for n, t in terms.items()})
+        train_op = _train_op(train_optimizer, total, pairs,
+                             model.get_updates_for(flat_inputs) + ([update] if update else []),
+                             step)
         with tf.control_dependencies([train_op]):
             return (index + 1, tf.identity(total),
-                    tf.stack([terms[name].loss for name in names]))
+                    tf.stack([terms[name].loss for name in names]),
+                    tf.stack([tf.cast(weights[name], tf.float32) for name in names]))
 
-    _, loss, head_losses = tf.while_loop(
+    zeros = tf.zeros([len(names)])
+    _, loss, head_losses, loss_weights = tf.while_loop(
         lambda index, *_: index < runs, one_step,
-        [tf.constant(0, tf.int64), tf.constant(0.0), tf.zeros([len(names)])],
-        parallel_iterations=1)
+        [tf.constant(0, tf.int64), tf.constant(0.0), zeros, zeros], parallel_iterations=1)
     for index, name in enumerate(names):  # the run's last step, as TensorBoard shows it
-        tf.compat.v1.summary.scalar(metric_key(name, "loss"), head_losses[index])
+        tf.compat.v1.summary.scalar(metric_key(name, TOTAL_LOSS), head_losses[index])
+        if weighting.is_learned:
+            tf.compat.v1.summary.scalar(metric_key(name, LOSS_WEIGHT), loss_weights[index])
     scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
     return tf.estimator.EstimatorSpec(ModeKeys.TRAIN, loss=loss, train_op=tf.group(loss),
                                       scaffold=scaffold)
@@ -205,6 +218,12 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
 
         flat_inputs = tf.nest.flatten(inputs)
         terms = batch.head_terms(heads, outputs, labels, features)
+        # The loss weighting's variables exist in TRAIN and EVAL graphs only, so the
+        # default Saver keeps them in checkpoints and no export holds them.
+        weighting = LossWeights(heads)
+        weighted, loss_weights = weighting.weigh({n: t.loss for n, t in terms.items()})
+        learned = {metric_key(n, LOSS_WEIGHT): w for n, w in loss_weights.items()
+                   if weighting.is_learned}
         eval_metrics: Dict[str, Any] = {}
         if mode == ModeKeys.EVAL:
             for head in heads.trained_heads:
@@ -212,10 +231,12 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
                 with tf.name_scope(head.name):
                     eval_metrics.update(metrics_lib.head_metrics(
                         head, term.labels, per_head[head.name], term.example_losses,
-                        term.weights))
+                        term.weights, term.loss_weights))
+            # The checkpoint's values: constant over the evaluation.
+            eval_metrics.update({k: (w, tf.no_op()) for k, w in learned.items()})
         regularization = model.get_losses_for(None) + model.get_losses_for(flat_inputs)
         step = tf.compat.v1.train.get_or_create_global_step()
-        loss = batch.total_loss(heads, terms, regularization)
+        loss = weighting.total(weighted, regularization)
 
         if mode == ModeKeys.EVAL:
             return tf.estimator.EstimatorSpec(
@@ -225,9 +246,16 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
             passthrough.learn(named)
         loss = batch.finite_guard(heads, terms, loss, step)
         for name, term in terms.items():
-            tf.compat.v1.summary.scalar(metric_key(name, "loss"), term.loss)
+            tf.compat.v1.summary.scalar(metric_key(name, TOTAL_LOSS), term.loss)
+        for key, value in learned.items():
+            tf.compat.v1.summary.scalar(key, value)
         update_ops = model.get_updates_for(None) + model.get_updates_for(flat_inputs)
-        train_op = _train_op(optimizer(), loss, model.trainable_variables, update_ops, step)
+        pairs = step_gradients(heads, tf.gradients, loss, weighted, regularization,
+                               model.trainable_variables, weighting.trainable_variables, step)
+        with tf.control_dependencies([loss]):  # after this step's weights were read
+            update = weighting.update({n: t.loss for n, t in terms.items()})
+        train_op = _train_op(optimizer(), loss, pairs, update_ops + ([update] if update else []),
+                             step)
         scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op,
                                           predictions=predictions, scaffold=scaffold)

@@ -32,17 +32,24 @@ from headkit.keras.export import write_keras_saved_model
 from headkit.keras.metrics import HeadMetrics
 from headkit.kinds import batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
+from headkit.multitask import LossWeights, step_gradients
 from headkit.serving.export_dir import write_export
 from headkit.serving.features import check_spec, spec_of_inputs, spec_to_dict
 from headkit.serving.manifest import write_manifest
 from headkit.serving.passthrough import Passthrough, prediction_keys
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
-from headkit.spec.keys import TOTAL_LOSS, metric_key
+from headkit.spec.keys import LOSS_WEIGHT, TOTAL_LOSS, metric_key
 from headkit.spec.scalars import as_int
 from headkit.training.layout import OBJECT_KEYS, body_layout
 from headkit.training.loop import generic_loop
-from headkit.training.record import RECORD_FILE, check_model_dir, read_record, write_record
+from headkit.training.record import (
+    RECORD_FILE,
+    check_model_dir,
+    read_record,
+    recorded_heads,
+    write_record,
+)
 from headkit.training.warm_start import check_warm_start, read_source, warm_start_match
 from headkit.training.weights import WeightMatch, apply_weights, body_structure
 
@@ -166,6 +173,7 @@ class _HeadsModel(tf.keras.Model):
         self.position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
         self.fingerprint = tf.Variable("", dtype=tf.string, trainable=False, name="fingerprint")
         self.head_metrics = HeadMetrics(heads)
+        self.headkit_weighting = LossWeights(heads)  # checkpointed by KerasModel, never exported
 
     @property
     def metrics(self):
@@ -177,31 +185,48 @@ class _HeadsModel(tf.keras.Model):
                                body(body_inputs(body, features), training=training))
 
     def _terms(self, features, labels, training):
+        """The batch's head terms, weighted terms, loss weights, regularization and total."""
         outputs = self(features, training=training)
         terms = batch.head_terms(self.headkit_heads, outputs, labels, features)
-        total = batch.total_loss(self.headkit_heads, terms, self.headkit_body.losses)
-        return outputs, terms, total
+        weighted, loss_weights = self.headkit_weighting.weigh(
+            {name: term.loss for name, term in terms.items()})
+        regularization = self.headkit_body.losses  # computed here, inside any tape
+        total = self.headkit_weighting.total(weighted, regularization)
+        return outputs, terms, weighted, loss_weights, regularization, total
+
+    def _loss_weight_logs(self, loss_weights):
+        if not self.headkit_weighting.is_learned:
+            return {}
+        return {metric_key(name, LOSS_WEIGHT): w for name, w in loss_weights.items()}
 
     def train_step(self, data):
         index, (features, labels) = data
-        with tf.GradientTape() as tape:
-            _, terms, total = self._terms(features, labels, training=True)
-            total = batch.finite_guard(self.headkit_heads, terms, total, self.step + 1)
-        variables = self.headkit_body.trainable_variables
-        pairs = [(g, v) for g, v in zip(tape.gradient(total, variables), variables)
-                 if g is not None]
-        self.optimizer.apply_gradients(pairs)
+        heads = self.headkit_heads
+        # PCGrad takes one gradient per head from the same tape.
+        with tf.GradientTape(persistent=heads.gradient_surgery is not None) as tape:
+            _, terms, weighted, loss_weights, regularization, total = self._terms(
+                features, labels, training=True)
+            total = batch.finite_guard(heads, terms, total, self.step + 1)
+        pairs = step_gradients(heads, tape.gradient, total, weighted, regularization,
+                               self.headkit_body.trainable_variables,
+                               self.headkit_weighting.trainable_variables, self.step)
+        with tf.control_dependencies([total]):  # the finite check comes before any update
+            self.optimizer.apply_gradients(pairs)
+            self.headkit_weighting.update({name: t.loss for name, t in terms.items()})
         self.step.assign_add(1)
         self.position.assign(index + 1)
         logs = {TOTAL_LOSS: total}
         logs.update({metric_key(name, TOTAL_LOSS): t.loss for name, t in terms.items()})
+        logs.update(self._loss_weight_logs(loss_weights))
         return logs
 
     def test_step(self, data):
         features, labels = data
-        outputs, terms, total = self._terms(features, labels, training=False)
+        outputs, terms, _, loss_weights, _, total = self._terms(features, labels, training=False)
         self.head_metrics.update(terms, head_predictions(self.headkit_heads, outputs), total)
-        return self.head_metrics.results()
+        results = self.head_metrics.results()
+        results.update(self._loss_weight_logs(loss_weights))
+        return results
 
 
 class _Checkpointing(tf.keras.callbacks.Callback):
@@ -319,6 +344,7 @@ class KerasModel:
         body_model = instantiate_body(self._body)
         self._record = None
         if os.path.isdir(model_dir) and os.listdir(model_dir):
+            heads = self._heads = recorded_heads(model_dir, heads)
             self._record = check_model_dir(model_dir, heads, self._body, backend="keras",
                                            model=body_model)
         self._passthrough = Passthrough.of(passthrough, heads, model_input_specs(body_model))
@@ -338,7 +364,7 @@ class KerasModel:
                             steps_per_execution=self.steps_per_run)
         self._checkpoint = tf.train.Checkpoint(
             body=self._model.headkit_body, optimizer=self._model.optimizer,
-            step=self._model.step,
+            step=self._model.step, loss_weighting=self._model.headkit_weighting,
             input=tf.train.Checkpoint(position=self._model.position,
                                       fingerprint=self._model.fingerprint))
         self._manager = tf.train.CheckpointManager(
@@ -657,6 +683,12 @@ class KerasModel:
         match = match_weights(source, target)
         apply_weights(model._model.headkit_body, match)
         logger.info("headkit: from_estimator: %s", match.report())
+        # The learned loss weights: the same names in both (headkit.multitask.SCOPE).
+        saved = dict(tf.train.list_variables(checkpoint))
+        for variable in model._model.headkit_weighting.variables:
+            name = variable.name.split(":")[0]
+            if name in saved:
+                variable.assign(tf.train.load_variable(checkpoint, name))
         model._model.step.assign(step)
         model._write_record()
         model._save()

@@ -39,6 +39,9 @@ class Kind:
 
     #: The ``kind`` of the output types this implements.
     name: str = ""
+    #: ``f`` in a head's term under uncertainty weighting, ``f * (exp(-s) * loss + s)``: 1/2
+    #: for a Gaussian likelihood (regression), 1 otherwise (Kendall, Gal & Cipolla 2018).
+    uncertainty_factor: float = 1.0
 
     def check_output(self, head: Head, output: Any) -> Any:
         """The body's output for ``head`` as the kind needs it (a ``ConfigError`` if unfit)."""
@@ -56,6 +59,14 @@ class Kind:
                        labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
         """Loss-ready labels and a mask of labelled rows (None when every row is labelled)."""
         raise NotImplementedError
+
+    def class_example_weights(self, head: Head, labels: tf.Tensor) -> Optional[tf.Tensor]:
+        """Each example's weight from the head's ``class_weight``, ``[batch]``; None without one.
+
+        A kind whose loss is a sum of per-class terms (multi-label) weights
+        those terms in ``per_example_loss`` instead, and returns None here.
+        """
+        return None
 
     def per_example_loss(self, head: Head, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
         """The head's loss per example, shape ``[batch]`` (see :func:`losses.per_example_loss`)."""

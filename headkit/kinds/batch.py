@@ -35,15 +35,19 @@ class HeadTerms:
 
     Attributes:
         labels: loss-ready labels (the kind's ``prepare_labels``).
-        weights: per-example weights (labelled-row mask x ``weight_column``), or None.
+        weights: per-example weights of the metrics (labelled-row mask x
+            ``weight_column``), or None.
         example_losses: the loss of each example, ``[batch]``.
-        loss: the head's loss: the weighted mean of ``example_losses``.
+        loss: the head's loss: the mean of ``example_losses`` weighted by ``loss_weights``.
+        loss_weights: per-example weights of the loss: ``weights`` x the weight
+            of the example's class (``class_weight``), or None.
     """
 
     labels: Any
     weights: Optional[Any]
     example_losses: Any
     loss: Any
+    loss_weights: Optional[Any] = attrs.Factory(lambda self: self.weights, takes_self=True)
 
 
 def labels_by_head(heads: HeadSet, labels: Any) -> Dict[str, Any]:
@@ -198,9 +202,11 @@ def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
         with tf.name_scope(head.name):  # NAME_PATTERN names are valid scope names
             ready, mask = kind.prepare_labels(head, label_tensors[head.label_key])
             weights = _combine(mask, example_weights(head, features))
+            loss_weights = _combine(kind.class_example_weights(head, ready), weights)
             per_example = kind.per_example_loss(head, ready, outputs[head.name])
             terms[head.name] = HeadTerms(ready, weights, per_example,
-                                         losses.head_loss(per_example, weights))
+                                         losses.head_loss(per_example, loss_weights),
+                                         loss_weights)
     return terms
 
 

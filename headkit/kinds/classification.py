@@ -117,6 +117,13 @@ class Classification(Kind):
         with tf.control_dependencies([check]):
             return tf.identity(ids), mask
 
+    def class_example_weights(self, head: Head, labels: tf.Tensor) -> Optional[tf.Tensor]:
+        """The weight of each example's label class (``labels``: class ids from prepare_labels)."""
+        weights = head.class_weights
+        if weights is None:
+            return None
+        return tf.gather(tf.constant(weights, tf.float32), tf.reshape(labels, [-1]))
+
     # ------------------------------------------------------------------ outputs
 
     def predictions(self, head: Head, output: Any) -> Dict[str, tf.Tensor]:

@@ -95,6 +95,25 @@ class MultiLabel(Kind):
 
     # ------------------------------------------------------------------ outputs
 
+    def per_example_loss(self, head: Head, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+        """The sigmoid cross entropy averaged over the classes; with ``class_weight``, each
+        class's term is multiplied by its class's weight before the average.
+
+        Example:
+            >>> from headkit import spec
+            >>> head = spec.Head("tags", spec.MultiLabel(2), class_weight={1: 3.0})
+            >>> loss = KIND.per_example_loss(head, tf.constant([[0.0, 1.0]]),
+            ...                              tf.constant([[0.0, 0.0]]))
+            >>> round(float(loss[0]), 4)  # (1 + 3) * log(2) / 2
+            1.3863
+        """
+        weights = head.class_weights
+        if weights is None:
+            return super().per_example_loss(head, labels, outputs)
+        terms = tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.float32), logits=tf.cast(outputs, tf.float32))
+        return tf.reduce_mean(terms * tf.constant(weights, tf.float32), axis=-1)
+
     def predictions(self, head: Head, output: Any) -> Dict[str, tf.Tensor]:
         """``logits`` and ``probabilities`` (sigmoid) ``[batch, n]``; ``class_ids`` int64
         ``[batch, n]``, 1 where the probability is above the threshold; ``classes`` string

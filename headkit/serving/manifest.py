@@ -114,7 +114,7 @@ def write_manifest(
         "headkit_version": headkit.__version__,
         "tensorflow_version": tf.__version__,
         "backend": backend,
-        "heads": config.heads_to_dict(heads, strict=False),
+        "heads": config.headset_to_dict(heads, strict=False),
         "default_head": heads.default_head.name,
         "model_heads": list(model_heads if model_heads is not None else heads.names),
         "signatures": {k: dict(e.signature.to_dict(), **{

@@ -17,6 +17,13 @@ from headkit.spec.output_types import (
     Predict,
     Regression,
 )
+from headkit.spec.weighting import (
+    DynamicWeightAverage,
+    FixedWeighting,
+    PCGrad,
+    UncertaintyWeighting,
+)
 
 __all__ = ["Head", "HeadSet", "Classification", "MultiLabel", "Regression", "Poisson", "Logistic",
-           "Predict", "OutputType", "LossFn", "metric_key", "metric_direction"]
+           "Predict", "OutputType", "LossFn", "metric_key", "metric_direction",
+           "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "PCGrad"]

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import attrs
 
 from headkit.errors import ConfigError, ConfigTypeError
 from headkit.spec import catalog
-from headkit.spec.keys import NAME_PATTERN, TOTAL_LOSS
-from headkit.spec.output_types import OUTPUT_TYPES, OutputType
-from headkit.spec.scalars import as_bool, as_float
+from headkit.spec.keys import LOSS_WEIGHT, NAME_PATTERN, TOTAL_LOSS
+from headkit.spec.output_types import OUTPUT_TYPES, Classification, OutputType
+from headkit.spec.scalars import as_bool, as_float, as_int
 
 __all__ = ["Head", "LossFn", "metric_name"]
 
@@ -127,6 +127,13 @@ def _same_label(a: Any, b: Any) -> bool:
     return a is b or a == b
 
 
+def _to_class_weight(value: Any) -> Any:
+    """``{class: weight}`` as a new dict of plain Python keys and numbers; other values as given."""
+    if isinstance(value, Mapping):
+        return {as_int(k): as_float(w) for k, w in value.items()}
+    return value
+
+
 def _to_tuple(value: Any) -> tuple:
     if value is None:
         return ()
@@ -194,6 +201,11 @@ class Head:
             input functions turn NaN and None in the data into this value.
             ``None`` (the default): every row must carry this head's label.
         weight_column: a feature holding per-row weights for this head.
+        class_weight: ``{class: weight}`` for a head with classes: keyed by
+            class name when the output has a vocabulary, by class id
+            otherwise; a class left out weighs 1.0. Each example's loss is
+            weighted by its label's class (times ``weight_column`` and the
+            missing-label mask). It weights the loss, not the other metrics.
 
     Example:
         >>> head = Head("species", Classification(vocabulary=("a", "b", "c")),
@@ -217,6 +229,8 @@ class Head:
         kw_only=True,
     )
     weight_column: Optional[str] = attrs.field(default=None, kw_only=True)
+    class_weight: Optional[Dict[Any, float]] = attrs.field(
+        default=None, converter=_to_class_weight, hash=False, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.is_default, bool):
@@ -236,14 +250,16 @@ class Head:
             return
         self._check_loss()
         self._check_missing_label()
+        self._check_class_weight()
         names = [metric_name(self.name, m, f"metrics[{i}]") for i, m in enumerate(self.metrics)]
         for index, (metric, short) in enumerate(zip(self.metrics, names)):
             if isinstance(metric, str):
                 self._check_metric_name(metric, f"metrics[{index}]")
-            if "/" in short or short == TOTAL_LOSS:
+            if "/" in short or short in (TOTAL_LOSS, LOSS_WEIGHT):
                 raise ConfigError(
                     f"Head {self.name!r}: metric name {short!r} is not allowed: 'loss' is "
-                    "reported for every trained head and '/' separates head and metric. "
+                    "reported for every trained head, 'loss_weight' under a learned loss "
+                    "weighting, and '/' separates head and metric. "
                     "Give the Keras metric another name=.", field=f"metrics[{index}]",
                 )
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -298,6 +314,32 @@ class Head:
                 "so that it cannot be mistaken for a real label.", field="missing_label",
             )
 
+    def _check_class_weight(self) -> None:
+        class_weight = self.class_weight
+        if class_weight is None:
+            return
+        if not isinstance(class_weight, Mapping):
+            raise ConfigTypeError(
+                f"Head {self.name!r}: class_weight must be a dict {{class: weight}} (got "
+                f"{class_weight!r}), e.g. class_weight={{'Chinstrap': 2.0}}.",
+                field="class_weight",
+            )
+        if not hasattr(self.output, "class_weight_vector"):
+            raise ConfigError(
+                f"Head {self.name!r}: class_weight applies to heads with classes "
+                f"(hk.Classification, hk.MultiLabel); a {self.output.kind} head has none (got "
+                f"{class_weight!r}). Remove it, or weight rows with weight_column.",
+                field="class_weight",
+            )
+        self.output.class_weight_vector(self.name, class_weight)
+        if self.output.kind == "multi_label" and self.loss not in (None, "sigmoid_cross_entropy"):
+            raise ConfigError(
+                f"Head {self.name!r}: class_weight weighs each class's term of the multi-label "
+                f"loss 'sigmoid_cross_entropy'; a custom loss ({self.loss!r}) has no per-class "
+                "terms headkit can weigh. Drop class_weight and weigh the classes inside the "
+                "loss, or use the default loss.", field="class_weight",
+            )
+
     def _check_untrained_head(self) -> None:
         given = {
             "loss": self.loss,
@@ -305,6 +347,7 @@ class Head:
             "label_key": None if self.label_key == self.name else self.label_key,
             "missing_label": self.missing_label,
             "weight_column": self.weight_column,
+            "class_weight": self.class_weight,
         }
         given = {k: v for k, v in given.items() if v is not None}
         if self.weight != 1.0:
@@ -325,6 +368,13 @@ class Head:
     def is_trained(self) -> bool:
         """Whether the head has labels, a loss and metrics (not a ``Predict`` head)."""
         return self.output.is_trained
+
+    @property
+    def class_weights(self) -> Optional[Tuple[float, ...]]:
+        """The weight of each class id from ``class_weight`` (1.0 for a class left out), or None."""
+        if self.class_weight is None:
+            return None
+        return self.output.class_weight_vector(self.name, self.class_weight)
 
     @property
     def loss_name(self) -> Union[str, LossFn, None]:

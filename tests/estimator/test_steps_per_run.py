@@ -7,7 +7,15 @@ import pytest
 import tensorflow as tf
 
 import headkit as hk
-from tests.conftest import make_data, numpy_input_fn, tiny_body, tiny_heads
+from headkit.multitask import SCOPE
+from tests.conftest import (
+    make_data,
+    multitask_data,
+    multitask_heads,
+    numpy_input_fn,
+    tiny_body,
+    tiny_heads,
+)
 
 
 def _estimator(model_dir, steps_per_run, **config):
@@ -39,6 +47,31 @@ def test_n_steps_per_run_end_with_the_weights_of_single_steps_and_stop_exactly(t
     assert reader.get_tensor("headkit_input/position") == 22  # every batch read, counted
     looped.train(data, steps=5)
     assert looped.global_step() == 27
+
+
+@pytest.mark.parametrize("options", [
+    {"loss_weighting": "uncertainty", "gradient_surgery": "pcgrad"},
+    {"loss_weighting": hk.DynamicWeightAverage(period=3)},
+], ids=["uncertainty+pcgrad", "dwa"])
+def test_looped_steps_train_the_learned_loss_weights_as_single_steps_do(tmp_path, options):
+    features, labels = multitask_data(96)
+    heads = multitask_heads(labels, **options)  # normalised size, class weights too
+    data = hk.input_fn(features, labels, heads, batch_size=16, shuffle=True, num_epochs=None,
+                       seed=0)
+    weights = []
+    for steps_per_run in (1, 4):
+        estimator = hk.Estimator(tiny_body, heads, learning_rate=0.05, steps_per_run=steps_per_run,
+                                 model_dir=str(tmp_path / str(steps_per_run)),
+                                 config=tf.estimator.RunConfig(tf_random_seed=0))
+        estimator.train(data, max_steps=14)  # runs of 4, 4, 4 and 2
+        weights.append(_weights(estimator))
+    single, looped = weights
+    learned = [n for n in single if n.startswith(SCOPE + "/")]
+    assert learned and set(looped) == set(single)
+    for name, value in single.items():
+        np.testing.assert_allclose(looped[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    moved = [n for n in learned if not np.allclose(single[n], 0.0) and "weights" not in n]
+    assert moved, learned  # the learned weights or DWA's windows did change
 
 
 def test_checkpoints_and_evaluations_land_on_the_first_run_boundary_at_or_past_them(tmp_path):

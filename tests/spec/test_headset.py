@@ -53,6 +53,14 @@ def test_select_keeps_the_named_heads_in_order_with_the_default_given():
     assert heads().select() == heads()
 
 
+def test_select_keeps_the_loss_weighting_and_surgery_while_two_heads_can_conflict():
+    trained = hk.HeadSet(list(heads()), loss_weighting="uncertainty", gradient_surgery="pcgrad")
+    both = trained.select(["species", "mass"])
+    assert both.loss_weighting == hk.UncertaintyWeighting() and both.gradient_surgery == hk.PCGrad()
+    lone = trained.select(["mass"])  # PCGrad needs two heads: a one-head export has none
+    assert lone.loss_weighting == hk.UncertaintyWeighting() and lone.gradient_surgery is None
+
+
 @pytest.mark.parametrize("names, default, error, message", [
     (["species", "embedding"], None, hk.ConfigError,
      r"default= is required: the HeadSet's default head 'mass' is not among the exported heads "
