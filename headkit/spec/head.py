@@ -16,7 +16,7 @@ import attrs
 from headkit.errors import ConfigError, ConfigTypeError
 from headkit.spec import catalog
 from headkit.spec.keys import LOSS_WEIGHT, NAME_PATTERN, TOTAL_LOSS
-from headkit.spec.output_types import OUTPUT_TYPES, Classification, OutputType
+from headkit.spec.output_types import OUTPUT_TYPES, OutputType
 from headkit.spec.scalars import as_bool, as_float, as_int
 
 __all__ = ["Head", "LossFn", "metric_name"]

@@ -70,6 +70,39 @@ def test_class_weights_by_id_on_a_sigmoid_head():
     assert float(term.loss) == pytest.approx(expected, rel=1e-6)
 
 
+def test_multi_label_class_weights_weigh_each_class_term_with_the_row_weights_and_mask():
+    vocabulary = ("red", "round", "sweet")
+    head = hk.Head("tags", hk.MultiLabel(vocabulary=vocabulary), missing_label=-1,
+                   weight_column="w", class_weight={"round": 3.0, "sweet": 0.5})
+    logits = np.array([[1.0, -2.0, 0.5], [0.0, 0.3, -1.0], [2.0, 2.0, 2.0]], "float32")
+    multi_hot = np.array([[1, 0, 1], [0, 1, 1], [-1, -1, -1]])  # row 2 has no label
+    row_weights = np.array([2.0, 1.0, 7.0], "float32")
+    terms = batch.head_terms(hk.HeadSet([head]), {"tags": tf.constant(logits)},
+                             {"tags": tf.constant(multi_hot)}, {"w": tf.constant(row_weights)})
+    term = terms["tags"]
+    # By hand: each class's sigmoid cross entropy times its class weight, averaged over the
+    # classes; rows weighted by weight_column, row 2 masked; the weighted sum over the weights.
+    class_weights = np.array([1.0, 3.0, 0.5])
+    per_row = []
+    for z, y in zip(logits[:2], multi_hot[:2]):
+        terms = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+        per_row.append(float((terms * class_weights).mean()))
+    expected = (2.0 * per_row[0] + 1.0 * per_row[1]) / 3.0
+    assert float(term.loss) == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(term.example_losses.numpy()[:2], per_row, rtol=1e-6)
+
+
+def test_multi_label_class_weights_need_the_default_loss():
+    with pytest.raises(hk.ConfigError, match=r"Head 'tags': class_weight weighs each class's term "
+                                             r"of the multi-label loss 'sigmoid_cross_entropy'; "
+                                             r"a custom loss .* Drop class_weight") as raised:
+        hk.Head("tags", hk.MultiLabel(2), class_weight={1: 2.0}, loss=lambda y, z: z[:, 0])
+    assert raised.value.field == "class_weight"
+    with pytest.raises(hk.ConfigError, match=r"class_weight names \['blue'\], not in the "
+                                             r"vocabulary \('red', 'round'\)"):
+        hk.Head("tags", hk.MultiLabel(vocabulary=("red", "round")), class_weight={"blue": 2.0})
+
+
 # ------------------------------------------------------------------ normalised regression
 
 
