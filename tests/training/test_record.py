@@ -156,18 +156,21 @@ def test_gradient_surgery_and_class_weights_are_logged(recorded, caplog):
     assert "head 'kind': class_weight None -> {'a': 2.0}" in caplog.text
 
 
-def test_a_rerun_uses_the_recorded_statistics_and_logs_the_difference(tmp_path, caplog):
+@pytest.mark.parametrize("backend", [pytest.param("estimator", marks=pytest.mark.estimator),
+                                     "keras"])
+def test_a_rerun_uses_the_recorded_statistics_and_logs_the_difference(tmp_path, caplog, backend):
     model_dir = str(tmp_path / "model")
-    write_record(model_dir, model_record(_normalised(mean=1.0, std=2.0), _body()))
+    write_record(model_dir, model_record(_normalised(mean=1.0, std=2.0), _body(), backend))
     with caplog.at_level(logging.WARNING, logger="headkit"):
         heads = recorded_heads(model_dir, _normalised(mean=1.5, std=2.5))
     assert (heads["size"].output.mean, heads["size"].output.std) == (1.0, 2.0)
     assert "head 'size': normalisation statistics {'mean': 1.5, 'std': 2.5} differ from the " \
            "recorded {'mean': 1.0, 'std': 2.0}" in caplog.text
     assert "the recorded ones are used" in caplog.text
-    check_model_dir(model_dir, heads, _body())
-    estimator = hk.Estimator(_body(), _normalised(mean=9.0, std=9.0), model_dir=model_dir)
-    assert estimator.heads["size"].output.mean == 1.0
+    check_model_dir(model_dir, heads, _body(), backend=backend)
+    model_class = hk.Estimator if backend == "estimator" else hk.KerasModel
+    model = model_class(_body(), _normalised(mean=9.0, std=9.0), model_dir=model_dir)
+    assert (model.heads["size"].output.mean, model.heads["size"].output.std) == (1.0, 2.0)
 
 
 def test_turning_normalisation_on_or_off_is_refused(tmp_path):
