@@ -57,7 +57,7 @@ class Logistic(Kind):
 
     def prepare_labels(self, head: Head,
                        labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
-        labels, mask = regression.KIND.prepare_labels(head, labels)  # unlabelled rows are 0
+        labels, mask = regression.numeric_labels(head, labels)  # unlabelled rows are 0
         check = range_check(head, labels, 0.0, 1.0, "logistic labels must be in [0, 1]; the "
                             "batch holds", "Scale the target to [0, 1], or use hk.Regression().")
         with tf.control_dependencies([check]):

@@ -84,25 +84,13 @@ class Regression(Kind):
 
     def prepare_labels(self, head: Head,
                        labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
-        labels = tf.convert_to_tensor(labels)
-        if not (labels.dtype.is_floating or labels.dtype.is_integer):
-            raise DataError(
-                f"Head {head.name!r}: regression labels must be numbers (got dtype "
-                f"{labels.dtype.name}). Convert the column {head.label_key!r} to float."
-            )
-        labels = flatten_labels(head, tf.cast(labels, tf.float32), head.output.dimension,
-                                flat=False)
-        missing = head.missing_label
-        if missing is None:
-            return _normalized(head, labels), None
-        if isinstance(missing, float) and math.isnan(missing):
-            absent = tf.math.is_nan(labels)
-        else:
-            absent = tf.equal(labels, float(missing))
-        absent_rows = tf.reduce_any(absent, axis=1)
-        mask = 1.0 - tf.cast(absent_rows, tf.float32)
-        labels = tf.where(absent_rows[:, None], tf.zeros_like(labels), _normalized(head, labels))
-        return labels, mask
+        """Numeric labels (see :func:`numeric_labels`), normalised when the head has
+        ``mean`` and ``std``; unlabelled rows stay 0."""
+        labels, mask = numeric_labels(head, labels)
+        normalized = _normalized(head, labels)
+        if mask is not None:
+            normalized = tf.where(mask[:, None] > 0, normalized, tf.zeros_like(normalized))
+        return normalized, mask
 
     def predictions(self, head: Head, output: Any) -> Dict[str, tf.Tensor]:
         """``predictions`` ``[batch, dimension]``, in the labels' units: ``output * std + mean``."""
@@ -123,10 +111,41 @@ class Regression(Kind):
         return _in_label_units(head, labels), predictions["predictions"]
 
 
+def numeric_labels(head: Head, labels: Any) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+    """Float labels ``[batch, dimension]`` and the mask of labelled rows (None without
+    ``missing_label``); unlabelled rows are 0. Shared by every kind with numeric labels.
+
+    Example:
+        >>> from headkit import spec
+        >>> head = spec.Head("y", spec.Regression(), missing_label=-1.0)
+        >>> labels, mask = numeric_labels(head, tf.constant([[2.0], [-1.0]]))
+        >>> labels.numpy().tolist(), mask.numpy().tolist()
+        ([[2.0], [0.0]], [1.0, 0.0])
+    """
+    labels = tf.convert_to_tensor(labels)
+    if not (labels.dtype.is_floating or labels.dtype.is_integer):
+        raise DataError(
+            f"Head {head.name!r}: {head.output.kind} labels must be numbers (got dtype "
+            f"{labels.dtype.name}). Convert the column {head.label_key!r} to float."
+        )
+    labels = flatten_labels(head, tf.cast(labels, tf.float32), head.output.dimension,
+                            flat=False)
+    missing = head.missing_label
+    if missing is None:
+        return labels, None
+    if isinstance(missing, float) and math.isnan(missing):
+        absent = tf.math.is_nan(labels)
+    else:
+        absent = tf.equal(labels, float(missing))
+    absent_rows = tf.reduce_any(absent, axis=1)
+    mask = 1.0 - tf.cast(absent_rows, tf.float32)
+    return tf.where(absent_rows[:, None], tf.zeros_like(labels), labels), mask
+
+
 def _normalized(head: Head, labels: tf.Tensor) -> tf.Tensor:
     """``(labels - mean) / std``: what the loss compares with the body's output."""
     output = head.output
-    if not getattr(output, "is_normalized", False):  # Poisson and Logistic share these
+    if not output.is_normalized:
         return labels
     return (labels - tf.constant(output.means, tf.float32)) / tf.constant(output.stds, tf.float32)
 
@@ -134,7 +153,7 @@ def _normalized(head: Head, labels: tf.Tensor) -> tf.Tensor:
 def _in_label_units(head: Head, values: tf.Tensor) -> tf.Tensor:
     """``values * std + mean``: normalised values (body output, loss labels) in label units."""
     output = head.output
-    if not getattr(output, "is_normalized", False):  # Poisson and Logistic share these
+    if not output.is_normalized:
         return values
     return values * tf.constant(output.stds, tf.float32) + tf.constant(output.means, tf.float32)
 

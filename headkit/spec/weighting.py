@@ -52,8 +52,17 @@ def _whole_number(minimum: int, meaning: str):
     return check
 
 
+class _TypeOnly:
+    """A weighting with no option: its dict is its type alone."""
+
+    name: ClassVar[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"type": self.name}
+
+
 @attrs.frozen
-class FixedWeighting:
+class FixedWeighting(_TypeOnly):
     """The total loss is ``sum(weight_i * loss_i)``: today's behaviour, and the default.
 
     Written ``loss_weighting="fixed"``.
@@ -67,12 +76,9 @@ class FixedWeighting:
     #: Whether the weights change in training (and are reported as ``<head>/loss_weight``).
     is_learned: ClassVar[bool] = False
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {"type": self.name}
-
 
 @attrs.frozen
-class UncertaintyWeighting:
+class UncertaintyWeighting(_TypeOnly):
     """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla 2018).
 
     Each trained head learns ``s = log(sigma^2)``, starting at 0, with the
@@ -91,9 +97,6 @@ class UncertaintyWeighting:
 
     name: ClassVar[str] = "uncertainty"
     is_learned: ClassVar[bool] = True
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"type": self.name}
 
 
 @attrs.frozen
