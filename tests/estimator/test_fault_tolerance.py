@@ -28,7 +28,7 @@ from headkit.serving.export_dir import clean_export_leftovers
 from tests.estimator import _fault_worker as worker
 
 WORKER = os.path.abspath(worker.__file__)
-ROOT = os.path.dirname(os.path.dirname(WORKER))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(WORKER)))  # the repository
 MAX_STEPS = 40
 DEADLINE = 90.0  # seconds any one process may take
 
