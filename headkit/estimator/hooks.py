@@ -3,26 +3,18 @@
 - ``_Exporter`` hands each evaluation's results, in memory, to the
   ``Monitor`` (history, early-stopping count, best exports);
 - ``_StoppingSaverHook`` saves every ``eval_every`` steps and stops right
-  after the evaluation that decides; ``_StopFileHook`` stops a non-chief
-  worker once the state file says so;
+  after the evaluation that decides;
 - ``_ProgressHook`` feeds the progress line.
+
+The hooks of a ``TF_CONFIG`` cluster are in ``headkit.estimator.distributed``.
 """
 
 from __future__ import annotations
-
-import time
 
 import tensorflow as tf
 
 from headkit.training.monitor import Monitor
 from headkit.training.progress import ProgressDisplay
-
-#: How often (seconds) a non-chief worker re-reads the state file for a stop.
-_WORKER_POLL_SECS = 30.0
-
-
-class EvaluatorDone(Exception):
-    """Raised in a distributed evaluator once early stopping has fired: it ends the loop."""
 
 
 class _Exporter(tf.estimator.Exporter):
@@ -39,10 +31,7 @@ class _Exporter(tf.estimator.Exporter):
         step = int(eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP])
         metrics = {k: float(v) for k, v in eval_result.items()
                    if k != tf.compat.v1.GraphKeys.GLOBAL_STEP}
-        new_export = self._monitor.record(step, metrics, checkpoint_path)
-        if self._monitor.stop_step is not None and estimator.config.task_type == "evaluator":
-            raise EvaluatorDone()
-        return new_export
+        return self._monitor.record(step, metrics, checkpoint_path)
 
 
 class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
@@ -52,34 +41,17 @@ class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
     so checking the rule after ``super().after_run`` stops at that step.
     """
 
-    def __init__(self, monitor: Monitor, save_steps: int, reload: bool) -> None:
+    def __init__(self, monitor: Monitor, save_steps: int) -> None:
         config = monitor.model.config
         super().__init__(monitor.model.model_dir, save_steps=save_steps,
                          save_graph_def=config.checkpoint_save_graph_def)
-        self._monitor, self._reload = monitor, reload
+        self._monitor = monitor
 
     def after_run(self, run_context, run_values):
         saved = self._timer.last_triggered_step()
         super().after_run(run_context, run_values)
-        if self._timer.last_triggered_step() != saved:
-            if self._reload:  # distributed: the evaluator writes the state
-                self._monitor.reload()
-            if self._monitor.stop_step is not None:
-                run_context.request_stop()
-
-
-class _StopFileHook(tf.compat.v1.train.SessionRunHook):
-    """On a non-chief worker: stops once the state file says early stopping fired."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self._monitor, self._last = monitor, time.monotonic()
-
-    def after_run(self, run_context, run_values):
-        if time.monotonic() - self._last >= _WORKER_POLL_SECS:
-            self._last = time.monotonic()
-            self._monitor.reload()
-            if self._monitor.stop_step is not None:
-                run_context.request_stop()
+        if self._timer.last_triggered_step() != saved and self._monitor.stop_step is not None:
+            run_context.request_stop()
 
 
 class _ProgressHook(tf.compat.v1.train.SessionRunHook):
