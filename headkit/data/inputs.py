@@ -116,12 +116,16 @@ def _make_input_fn(
         *features.values(), *(labels or {}).values(), sorted(features), sorted(labels or {}),
         n, batch_size, shuffle, num_epochs, seed)
 
-    def input_fn(input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+    def input_fn(input_context: Optional[tf.distribute.InputContext] = None,
+                 start_batch: int = 0) -> tf.data.Dataset:
         columns = _read_columns(feature_specs)
         label_columns = None if label_specs is None else _read_columns(label_specs)
         shard, shards = 0, 1
         if input_context is not None and input_context.num_input_pipelines > 1:
             shard, shards = input_context.input_pipeline_id, input_context.num_input_pipelines
+        # Resuming at batch b starts the stream there, at no cost (a Dataset.skip would
+        # gather and drop b batches).
+        first = shard + start_batch * batch_size * shards
         # Row i of the stream is row `i % n` of the data, or, when shuffling, its place in
         # a fresh pseudorandom permutation for epoch `i // n`. Unlike a shuffle buffer
         # (n rows saved with every iterator checkpoint), the state is one counter. Shard k
@@ -130,9 +134,9 @@ def _make_input_fn(
         # rows of the last epoch are dropped so that synchronous workers end together).
         if num_epochs:
             total = n * num_epochs // shards * shards
-            dataset = tf.data.Dataset.range(shard, total, shards)
+            dataset = tf.data.Dataset.range(first, total, shards)
         else:
-            dataset = tf.data.Dataset.counter(start=shard, step=shards)
+            dataset = tf.data.Dataset.counter(start=first, step=shards)
         dataset = dataset.batch(batch_size)
         shuffle_seed = None
         if shuffle:
@@ -194,7 +198,8 @@ def input_fn(
         shard: input pipeline ``k`` of ``K`` reads every K-th row of each
         epoch's order, so no two workers read the same row in an epoch.
         Sharded and shuffled without a ``seed``, the order is drawn from the
-        data's fingerprint, the same on every worker.
+        data's fingerprint, the same on every worker. ``start_batch=b``
+        starts at the b-th batch (``hk.Estimator`` resumes there).
 
     Raises:
         hk.DataError: (a ``ValueError``) bad values, naming the column or head,

@@ -280,6 +280,17 @@ def test_a_finite_input_gives_every_shard_as_many_rows():
     assert rows_seen(input_fn) == list(range(10))  # end together; unsharded reads them all
 
 
+@pytest.mark.parametrize("shards", [1, 3])
+def test_start_batch_begins_where_skipping_would(shards):
+    input_fn = hk.input_fn({"i": np.arange(30)}, None, HEADS, batch_size=4, shuffle=True,
+                           num_epochs=None, seed=1)
+    context = tf.distribute.InputContext(num_input_pipelines=shards, input_pipeline_id=shards - 1)
+    skipped = [f["i"].numpy().tolist() for f in input_fn(input_context=context).skip(7).take(5)]
+    started = [f["i"].numpy().tolist()
+               for f in input_fn(input_context=context, start_batch=7).take(5)]
+    assert started == skipped
+
+
 def test_temporary_files_go_with_the_input_fn():
     import gc
 
