@@ -21,12 +21,14 @@ with the same weights as a run never interrupted. Three things make it so:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 from typing import Any, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import function_utils
 
 from headkit.estimator import checkpoints, distributed
 
@@ -201,20 +203,22 @@ def _position_variables(fingerprint: Optional[str], slot: int, slots: int,
 
 def saved_position_input(result: Any, model_dir: Optional[str],
                          fingerprint: Optional[str] = None, slot: int = 0,
-                         slots: int = 1) -> Any:
+                         slots: int = 1, start: Optional[int] = None,
+                         started: bool = False) -> Any:
     """Read a training Dataset from the position saved in the checkpoint, and count what is read.
 
     ``result`` is what the input_fn returned. A Dataset is read through a
     one-shot iterator after skipping the batches the checkpoint says were
-    read; each batch read adds one to ``headkit_input/position``, a variable
-    saved with the weights. ``fingerprint`` names the data (``hk.input_fn``
-    sets ``input_fn.headkit_fingerprint``): when the checkpoint was written on other
-    data, the input starts
-    from its beginning, with a warning. Tensors, and Datasets of Python code
-    (``Dataset.from_generator``, ``tf.py_function``), pass through with a
-    one-time warning: their position is not saved. On a cluster without a
-    strategy each of the ``slots`` trainers counts in its own variable
-    (trainer ``slot``'s is ``headkit_input/position_<slot>``).
+    read (``started``: the input_fn began there itself); each batch read adds
+    one to ``headkit_input/position``, a variable saved with the weights.
+    ``fingerprint`` names the data (``hk.input_fn`` sets
+    ``input_fn.headkit_fingerprint``): when the checkpoint was written on
+    other data, the input starts from its beginning, with a warning.
+    Tensors, and Datasets of Python code (``Dataset.from_generator``,
+    ``tf.py_function``), pass through with a one-time warning: their
+    position is not saved. On a cluster without a strategy each of the
+    ``slots`` trainers counts in its own variable (trainer ``slot``'s is
+    ``headkit_input/position_<slot>``).
 
     Example:
         >>> features, labels = saved_position_input(dataset, "runs/a")  # doctest: +SKIP
@@ -233,13 +237,14 @@ def saved_position_input(result: Any, model_dir: Optional[str],
             "restart the input starts from its beginning. Build it from tensors or files "
             "(e.g. hk.input_fn) to resume exactly."))
         return result
-    start = _start(model_dir, fingerprint, slot, slots)
+    if start is None:
+        start = _start(model_dir, fingerprint, slot, slots)
     if start == -1:
         return tf.compat.v1.data.make_one_shot_iterator(result).get_next()
     counter, named = _position_variables(fingerprint, slot, slots)
     # The saved position is the index of the batch read plus one, written with every
     # step: a restored counter (from a checkpoint on other data) is simply overwritten.
-    stream = result.skip(start).enumerate(start) if start else result.enumerate()
+    stream = _from(result, start, started)
     index, batch = tf.compat.v1.data.make_one_shot_iterator(stream).get_next()
     with tf.control_dependencies(tf.nest.flatten(batch)):
         counted = tf.group(counter.assign(index + 1), named.assign(fingerprint or ""))
@@ -247,8 +252,16 @@ def saved_position_input(result: Any, model_dir: Optional[str],
         return tf.nest.map_structure(_identity, batch)
 
 
+def _from(dataset: Any, start: int, started: bool) -> Any:
+    """``(index, batch)`` from batch ``start`` on (skipped, unless the input began there)."""
+    if started or not start:
+        return dataset.enumerate(start)
+    return dataset.skip(start).enumerate(start)
+
+
 def positioned_dataset(dataset: Any, model_dir: Optional[str], fingerprint: Optional[str],
-                       slot: int, slots: int) -> Any:
+                       slot: int, slots: int, start: Optional[int] = None,
+                       started: bool = False) -> Any:
     """Under a distribution strategy: the Dataset from its saved position, each batch
     carrying its index and fingerprint as features (:func:`count_position` takes them out).
 
@@ -266,10 +279,11 @@ def positioned_dataset(dataset: Any, model_dir: Optional[str], fingerprint: Opti
             "returning a Dataset of (features dict, labels), as hk.input_fn's; this one is "
             "read from its beginning after a restart."))
         return dataset
-    start = _start(model_dir, fingerprint, slot, slots, numeric=True)
+    if start is None:
+        start = _start(model_dir, fingerprint, slot, slots, numeric=True)
     if start == -1:
         return dataset
-    stream = dataset.skip(start).enumerate(start) if start else dataset.enumerate()
+    stream = _from(dataset, start, started)
     number = _fingerprint_id(fingerprint)
 
     def attach(index, batch):
@@ -347,21 +361,29 @@ class ResumableEstimator(tf.estimator.Estimator):
 
     def _call_input_fn(self, input_fn, mode, input_context=None):
         cluster, train = self._cluster, mode == tf.estimator.ModeKeys.TRAIN
+        strategy = self._train_distribution is not None
         if (train and input_context is None and cluster is not None
-                and cluster.trainer_index is not None and self._train_distribution is None):
+                and cluster.trainer_index is not None and not strategy):
             # No strategy: each trainer reads its shard, by its place in TF_CONFIG.
             input_context = tf.distribute.InputContext(len(cluster.trainers),
                                                        cluster.trainer_index)
-        result = super()._call_input_fn(input_fn, mode, input_context)
-        if not train or (self._train_distribution is not None and cluster is None):
-            return result  # a strategy in one process keeps TensorFlow's behaviour
+        if not train or (strategy and cluster is None):
+            # Evaluation reads everything; a strategy in one process keeps TF's behaviour.
+            return super()._call_input_fn(input_fn, mode, input_context)
         fingerprint = getattr(input_fn, "headkit_fingerprint", None)
         if fingerprint and input_context is not None and input_context.num_input_pipelines > 1:
             fingerprint += f"/{input_context.num_input_pipelines} shards"
         slot, slots = self._position_slot()
-        if self._train_distribution is not None:
-            return positioned_dataset(result, self.model_dir, fingerprint, slot, slots)
-        return saved_position_input(result, self.model_dir, fingerprint, slot, slots)
+        start = _start(self.model_dir, fingerprint, slot, slots, numeric=strategy)
+        started = start > 0 and "start_batch" in function_utils.fn_args(input_fn)
+        if started:  # hk.input_fn begins at the saved position itself, skipping nothing
+            input_fn = functools.partial(input_fn, start_batch=start)
+        result = super()._call_input_fn(input_fn, mode, input_context)
+        if strategy:
+            return positioned_dataset(result, self.model_dir, fingerprint, slot, slots,
+                                      start, started)
+        return saved_position_input(result, self.model_dir, fingerprint, slot, slots,
+                                    start, started)
 
     def _call_model_fn(self, features, labels, mode, config):
         counted = None
