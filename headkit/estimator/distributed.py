@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -630,7 +631,7 @@ class _Role:
             metrics = self.estimator.evaluate(
                 self.plan.eval_input_fn, steps=self.plan.eval_steps,
                 checkpoint_path=checkpoint, name=self.plan.eval_name)
-        except (tf.errors.NotFoundError, tf.errors.DataLossError):
+        except (tf.errors.OpError, ValueError):
             if os.path.exists(checkpoint + ".index"):
                 raise
             _log.info("headkit: %s was removed while it was evaluated (the chief keeps only "
@@ -877,6 +878,8 @@ def run_cluster(estimator: Any, plan: Any, monitor: Any) -> None:
         >>> run_cluster(estimator, plan, monitor)  # doctest: +SKIP
     """
     role = _Role(estimator, plan, monitor)
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it?
     run = {"ps": _run_ps, "evaluator": _run_evaluator}.get(role.cluster.task_type, _run_trainer)
     _log.info("headkit: %s of a %s cluster %s; %s evaluates and exports.", role.cluster.task,
               role.mode, dict(role.cluster.jobs), role.cluster.owner)

@@ -110,7 +110,7 @@ def test_an_evaluator_is_known_from_the_cluster_or_from_headkit_evaluator():
 # ------------------------------------------------------------------ strategies
 
 
-class ParameterServerStrategyV2:  # the name TensorFlow 2's strategy has; building it needs a cluster
+class ParameterServerStrategyV2:  # TensorFlow 2's strategy's name; building one needs a cluster
     pass
 
 
