@@ -25,6 +25,8 @@ import threading
 import time
 from typing import IO, Dict, List, Optional, Sequence, Tuple
 
+from headkit.errors import ConfigError
+
 __all__ = ["Launcher", "free_ports", "cluster_tasks"]
 
 #: Seconds a task may take to stop after SIGTERM before SIGKILL.
@@ -149,11 +151,13 @@ class Launcher:
                  env: Optional[Dict[str, str]] = None, out: Optional[IO[str]] = None,
                  host: str = "localhost") -> None:
         if not command:
-            raise ValueError("launch: give the command every task runs, after --, e.g. "
-                             "headkit launch --workers 2 -- python train.py")
+            raise ConfigError("launch: no command given. Put the command every task runs "
+                              "after --, e.g. headkit launch --workers 2 -- python train.py",
+                              field="command")
         for name, value in (("workers", workers), ("ps", ps), ("restarts", restarts)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"launch: --{name} must be an integer >= 0 (got {value!r})")
+                raise ConfigError(f"launch: --{name} must be an integer >= 0 (got {value!r}); "
+                                  f"give the number of {name}, e.g. --{name} 1.", field=name)
         self.command, self.restarts_left = list(command), restarts
         self.cluster, self.tasks = cluster_tasks(workers, ps, evaluator, host)
         self.log_dir, self.out = log_dir, out or sys.stdout
