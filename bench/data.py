@@ -24,6 +24,7 @@ COLUMNS = {"x": ("<f4", (N_FEATURES,)), "category": ("<i8", ()), "value": ("<f4"
 MAIN_VARIANTS = (
     "handwritten",
     "headkit",
+    "headkit_spr32",
     "canned_multihead",
     "model_to_estimator",
     "keras_fit_spe1",

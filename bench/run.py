@@ -275,7 +275,8 @@ def _run_variant(
         "--scaling-steps", str(args.scaling_steps), "--eval-batches", str(args.eval_batches),
         "--calls", str(args.calls), "--rows", str(args.rows),
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env=dict(os.environ, HEADKIT_BENCH_BODY=args.body))
     if done.returncode != 0:
         raise RuntimeError(
             f"Variant {variant!r} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
@@ -339,6 +340,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
             "rounds": args.rounds,
+            "body": args.body,
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -384,6 +386,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--skip-interleaved", action="store_true",
                         help="no interleaved serving latency (one process fewer per round)")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--body", choices=("mlp128", "mlp512x4"), default="mlp128",
+                        help="the workload's body: 2 x 128 (dispatch-bound) or 4 x 512")
     args = parser.parse_args(argv)
     unknown = [v for v in args.variants if v not in MAIN_VARIANTS]
     if unknown:

@@ -6,6 +6,7 @@ Usage (``bench/run.py`` calls this; run it by hand to debug one variant):
 
 ``prepare`` writes the data folder first. Variants: ``handwritten`` (the
 baseline), ``headkit``, ``canned_multihead``, ``model_to_estimator``,
+``headkit_spr32`` (``hk.Estimator(steps_per_run=32)``),
 ``keras_fit_spe1``, ``keras_fit_spe32``, ``headkit_keras_spe1``,
 ``headkit_keras_spe32`` (``hk.KerasModel``), and
 ``scaling_headkit_<K>`` (a HeadSet of K heads: graph build time and steps/s).
@@ -188,7 +189,8 @@ def _serving(export_dir: str, raw_key: str, x: np.ndarray, calls: int) -> Dict[s
 
 def measure_estimator(estimator, export: Callable[[str], str], raw_key: str, args) -> Dict:
     paths, eval_paths = _paths(args)
-    timer = wl.StepTimer(args.warmup, args.warmup + args.steps)
+    timer = wl.StepTimer(args.warmup, args.warmup + args.steps,
+                         getattr(estimator, "steps_per_run", 1))
     start = time.perf_counter()
     estimator.train(wl.input_fn(paths), steps=args.warmup + args.steps, hooks=[timer])
     train_seconds = time.perf_counter() - start
@@ -356,6 +358,11 @@ def run_variant(name: str, args) -> Dict:
     if name == "headkit":
         estimator = hk.Estimator(wl.build_body, headkit_heads(), optimizer="adam",
                                  learning_rate=wl.LEARNING_RATE, config=config)
+        return measure_estimator(estimator, estimator.export, "predict", args)
+    if name.startswith("headkit_spr"):
+        estimator = hk.Estimator(wl.build_body, headkit_heads(), optimizer="adam",
+                                 learning_rate=wl.LEARNING_RATE, config=config,
+                                 steps_per_run=int(name[len("headkit_spr"):]))
         return measure_estimator(estimator, estimator.export, "predict", args)
     if name == "canned_multihead":
         estimator = tf.estimator.Estimator(canned_model_fn, config=config)

@@ -19,7 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from data import BATCH, N_FEATURES, SEED  # noqa: F401  (re-exported for the variants)
 
-HIDDEN = 128
+#: The body's hidden layers: ``mlp128`` (2 x 128, the default: dispatch-bound) or
+#: ``mlp512x4`` (4 x 512: compute-bound), chosen by run.py's --body through the
+#: environment, so every variant process of a run builds the same body.
+BODIES = {"mlp128": (128, 128), "mlp512x4": (512, 512, 512, 512)}
+BODY = os.environ.get("HEADKIT_BENCH_BODY", "mlp128")
+HIDDEN_LAYERS = BODIES[BODY]
+HIDDEN = HIDDEN_LAYERS[0]
 LEARNING_RATE = 1e-3
 #: The three heads of the workload: (name, kind, units of its Dense output).
 HEADS: Tuple[Tuple[str, str, int], ...] = (
@@ -64,7 +70,7 @@ def input_fn(
 
 
 def body_layers(head_specs: Sequence[Tuple[str, str, int]]) -> Callable[[], tf.keras.Model]:
-    """A builder of the MLP body (32 -> 128 -> 128, ReLU) with one Dense per head.
+    """A builder of the MLP body (32 -> 128 -> 128 ReLU, or 4 x 512) with one Dense per head.
 
     Every initializer has its own seed, so each variant starts from the
     same weights whatever else its graph holds.
@@ -73,10 +79,10 @@ def body_layers(head_specs: Sequence[Tuple[str, str, int]]) -> Callable[[], tf.k
     def build() -> tf.keras.Model:
         glorot = tf.keras.initializers.GlorotUniform
         x = tf.keras.Input((N_FEATURES,), name="x")
-        h = tf.keras.layers.Dense(HIDDEN, "relu", kernel_initializer=glorot(SEED + 1),
-                                  name="hidden_1")(x)
-        h = tf.keras.layers.Dense(HIDDEN, "relu", kernel_initializer=glorot(SEED + 2),
-                                  name="hidden_2")(h)
+        h = x
+        for index, units in enumerate(HIDDEN_LAYERS, 1):
+            h = tf.keras.layers.Dense(units, "relu", kernel_initializer=glorot(SEED + index),
+                                      name=f"hidden_{index}")(h)
         outputs = {
             name: tf.keras.layers.Dense(units, kernel_initializer=glorot(SEED + 10 + i),
                                         name=name)(h)
@@ -154,19 +160,26 @@ class StepClock:
 
 
 class StepTimer(tf.compat.v1.train.SessionRunHook):
-    """Times training steps ``warmup+1 .. total``: no graph building, no checkpoint."""
+    """Times training steps ``warmup+1 .. total``: no graph building, no checkpoint.
 
-    def __init__(self, warmup: int, total: int) -> None:
-        self.warmup, self.total = warmup, total
+    ``steps_per_run`` steps happen in each ``session.run`` (headkit's
+    ``steps_per_run``); the clock starts and stops on the run boundaries
+    at or past ``warmup`` and ``total``.
+    """
+
+    def __init__(self, warmup: int, total: int, steps_per_run: int = 1) -> None:
+        self.warmup, self.total, self.steps_per_run = warmup, total, steps_per_run
         self.count = 0
+        self.started = False
         self.clock = StepClock()
 
     def after_run(self, run_context: Any, run_values: Any) -> None:
-        self.count += 1
-        if self.count == self.warmup:
+        self.count += self.steps_per_run
+        if not self.started and self.count >= self.warmup:
             self.clock.start(self.count)
-        elif self.count == self.total:
-            self.clock.stop(self.count)
+            self.started = True
+        elif self.count >= self.total and self.started:
+            self.clock.stop(min(self.count, self.total))
 
 
 def folder_size(path: str) -> int:

@@ -10,6 +10,7 @@ Example:
 import importlib
 
 from headkit.errors import (
+    BackendUnavailableError,
     CheckpointError,
     ConfigError,
     DataError,
@@ -17,7 +18,21 @@ from headkit.errors import (
     HeadkitError,
     NonFiniteLossError,
 )
-from headkit.spec import Classification, Head, HeadSet, Predict, Regression, metric_key
+from headkit.spec import (
+    Classification,
+    DynamicWeightAverage,
+    FixedWeighting,
+    Head,
+    HeadSet,
+    Logistic,
+    MultiLabel,
+    PCGrad,
+    Poisson,
+    Predict,
+    Regression,
+    UncertaintyWeighting,
+    metric_key,
+)
 
 __version__ = "0.1.0"
 
@@ -37,14 +52,24 @@ _LAZY = {
     "TrainResult": "headkit.training.result",
     "Evaluation": "headkit.training.result",
     "quiet_tensorflow": "headkit.training.progress",
+    "WeightMatch": "headkit.training.weights",
+    "diff_exports": "headkit.serving.diff",
+    "ExportDiff": "headkit.serving.diff",
 }
 
 __all__ = [
     "Classification",
+    "MultiLabel",
     "Regression",
+    "Poisson",
+    "Logistic",
     "Predict",
     "Head",
     "HeadSet",
+    "FixedWeighting",
+    "UncertaintyWeighting",
+    "DynamicWeightAverage",
+    "PCGrad",
     "metric_key",
     "HeadkitError",
     "ConfigError",
@@ -52,6 +77,7 @@ __all__ = [
     "NonFiniteLossError",
     "ExportError",
     "CheckpointError",
+    "BackendUnavailableError",
     *_LAZY,
     "__version__",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "CheckpointError",
     "RecordMismatchError",
     "ClusterError",
+    "BackendUnavailableError",
     "translate_graph_errors",
 ]
 
@@ -169,6 +170,21 @@ class ClusterError(HeadkitError, RuntimeError):
         super().__init__(message)
         self.task = task
         self.address = address
+
+
+class BackendUnavailableError(HeadkitError, ImportError):
+    """A backend that this TensorFlow cannot run; the message says what to install.
+
+    ``hk.Estimator`` needs tf.estimator, which ends at TensorFlow 2.15: on a
+    newer TensorFlow, or without ``tensorflow-estimator``, building one raises
+    this error (still an ``ImportError``).
+
+    Example:
+        >>> hk.Estimator(build_body, heads)  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        headkit.errors.BackendUnavailableError: hk.Estimator needs tf.estimator, ...
+    """
 
 
 # ------------------------------------------------------------------ in-graph checks

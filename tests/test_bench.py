@@ -111,6 +111,7 @@ def test_quadratic_graph_build_is_not_linear():
     assert linear["seconds_per_head"]["10-50"] == pytest.approx(0.1)
 
 
+@pytest.mark.estimator
 def test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run(tmp_path):
     command = [
         sys.executable, os.path.join(BENCH, "run.py"), "--rounds", "1",

@@ -7,6 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.estimator  # they train hk.Estimator models
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -41,3 +45,29 @@ def test_readme_example_runs_and_predicts_species(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     printed = re.findall(r"b'(\w+)'", done.stdout)
     assert len(printed) == 3 and set(printed) <= {"Adelie", "Chinstrap", "Gentoo"}, done.stdout
+
+
+def test_quickstart_with_few_steps_derives_its_schedule_and_exits_0(tmp_path):
+    """--steps below the fixed 600 (eval_every 100 x patience 5 + 1) used to be refused."""
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"),
+         "--model-dir", str(tmp_path / "model"), "--quiet", "--steps", "60"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Trained 60 steps" in done.stdout
+    assert "--steps 60 is a short run: the quality bars apply from --steps 1000." in done.stdout
+    assert "Predictions from the reloaded export" in done.stdout
+
+
+def test_quickstart_runs_on_the_keras_backend_and_serves_the_same_signatures(tmp_path):
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py"), "--backend", "keras",
+         "--model-dir", str(tmp_path / "model"), "--quiet", "--steps", "60"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "Trained 60 steps" in out and "Predictions from the reloaded export" in out
+    assert "serving_default *" in out and "classify" in out and "regress" in out
+    assert any(name.startswith("ckpt-") for name in os.listdir(tmp_path / "model"))

@@ -52,6 +52,7 @@ def test_a_0_1_0_export_inspects(capsys):
         os.path.join(RELEASE, "export")).signatures)
 
 
+@pytest.mark.estimator
 @pytest.mark.timeout(300)
 def test_a_0_1_0_model_dir_resumes_its_steps_and_its_record(tmp_path):
     import tensorflow as tf

@@ -23,10 +23,12 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, U
 import numpy as np
 import tensorflow as tf
 
+from headkit.body import INPUT_NAME_PATTERN, suggest_input_name
 from headkit.data.checks import Columns, prepare, series_to_numpy
-from headkit.errors import ConfigError, ConfigTypeError
+from headkit.errors import ConfigError, ConfigTypeError, DataError
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
+from headkit.spec.scalars import as_bool, as_int
 
 __all__ = ["input_fn", "input_fn_from_dataframe", "data_fingerprint"]
 
@@ -97,17 +99,24 @@ def _make_input_fn(
     num_epochs: Optional[int],
     seed: Optional[int],
 ) -> InputFn:
+    # NumPy integers (np.int64(32), a value read from an array) are integers.
+    batch_size, num_epochs, seed = as_int(batch_size), as_int(num_epochs), as_int(seed)
+    shuffle = as_bool(shuffle)
     for name, value, ok in (
         ("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1),
         ("num_epochs", num_epochs, num_epochs is None or (
             isinstance(num_epochs, int) and num_epochs >= 1)),
         ("seed", seed, seed is None or isinstance(seed, int)),
+        ("shuffle", shuffle, isinstance(shuffle, bool)),
     ):
-        if not ok or isinstance(value, bool):
+        if not ok or (isinstance(value, bool) and name != "shuffle"):
             expected = {"batch_size": "a positive integer, e.g. 32",
                         "num_epochs": "a positive integer or None (None repeats forever)",
-                        "seed": "an integer, or None for a new order each run"}[name]
-            raise ConfigError(f"{name} must be {expected} (got {value!r}).")
+                        "seed": "an integer, or None for a new order each run",
+                        "shuffle": "True or False"}[name]
+            got = repr(value) if type(value) in (int, float) else (
+                f"{value!r}, a {type(value).__name__}")
+            raise ConfigError(f"{name} must be {expected} (got {got}).", field=name)
     directory = tempfile.mkdtemp(prefix="headkit-input-")
     feature_specs = _write_columns(features, directory, "feature")
     label_specs = None if labels is None else _write_columns(labels, directory, "label")
@@ -156,6 +165,8 @@ def _make_input_fn(
 
     # What a resumed run compares, to know whether the data changed since its checkpoint.
     input_fn.headkit_fingerprint = fingerprint  # type: ignore[attr-defined]
+    # What train_and_evaluate reads to refuse an evaluation input that never ends.
+    input_fn.headkit_num_epochs = num_epochs  # type: ignore[attr-defined]
     # The files live as long as the input_fn, and are removed at exit at the latest.
     weakref.finalize(input_fn, shutil.rmtree, directory, ignore_errors=True)
     return input_fn
@@ -224,6 +235,7 @@ def input_fn_from_dataframe(
     heads: Union[HeadSet, Iterable[Head]],
     feature_columns: Optional[Sequence[str]] = None,
     label_columns: Optional[Sequence[str]] = None,
+    input_names: Optional[Mapping[str, str]] = None,
     **kwargs: Any,
 ) -> InputFn:
     """An input function over a pandas DataFrame; see :func:`input_fn`.
@@ -235,6 +247,10 @@ def input_fn_from_dataframe(
             that is not a label column.
         label_columns: the label columns. Default: the trained heads' label
             keys. Pass ``[]`` for prediction (no labels).
+        input_names: feature column -> the name of the Keras ``Input`` it
+            feeds, for columns whose names cannot name an Input (a graph name
+            has no spaces or brackets): ``{"bill length (mm)": "bill_length_mm"}``.
+            Columns not listed keep their names.
         **kwargs: ``batch_size``, ``shuffle``, ``num_epochs``, ``seed``.
 
     Example:
@@ -266,6 +282,61 @@ def input_fn_from_dataframe(
                 f"{role}: {unknown!r} are not columns of the DataFrame; its columns are "
                 f"{list(df.columns)!r}."
             )
-    features = {c: series_to_numpy(df[c]) for c in feature_columns}
+    _check_repeats(list(df.columns), list(feature_columns), list(label_columns))
+    renamed = _input_names(input_names, list(feature_columns))
+    features = {renamed.get(c, c): series_to_numpy(df[c]) for c in feature_columns}
     labels = {c: series_to_numpy(df[c]) for c in label_columns} if label_columns else None
     return input_fn(features, labels, heads, **kwargs)
+
+
+def _check_repeats(columns: list, feature_columns: list, label_columns: list) -> None:
+    """Refuse a column name the DataFrame holds twice, or a list that names a column twice."""
+    doubled = [c for c in dict.fromkeys(feature_columns + label_columns) if columns.count(c) > 1]
+    if doubled:
+        raise DataError(
+            f"The DataFrame has {columns.count(doubled[0])} columns named {doubled[0]!r} (its "
+            f"columns: {columns!r}), so headkit cannot tell which one to read. Rename them "
+            "(df.columns = [...]) or drop the repeats (df = df.loc[:, ~df.columns.duplicated()])."
+        )
+    for role, names in (("feature_columns", feature_columns), ("label_columns", label_columns)):
+        repeated = [c for c in dict.fromkeys(names) if names.count(c) > 1]
+        if repeated:
+            raise ConfigError(
+                f"{role} names {repeated!r} more than once (got {names!r}). List each column "
+                "once.", field=role,
+            )
+
+
+def _input_names(input_names: Any, feature_columns: list) -> Dict[Any, str]:
+    """``input_names`` checked: feature columns -> valid Keras Input names, none shared."""
+    if input_names is None:
+        return {}
+    if not isinstance(input_names, Mapping):
+        raise ConfigTypeError(
+            f"input_names must be a dict of feature column -> Keras Input name, e.g. "
+            f"{{'bill length (mm)': 'bill_length_mm'}} (got {input_names!r}).",
+            field="input_names",
+        )
+    unknown = [c for c in input_names if c not in feature_columns]
+    if unknown:
+        raise ConfigError(
+            f"input_names: {unknown!r} are not among the feature columns {feature_columns!r}. "
+            "It maps a feature column to the name of the Keras Input it feeds.",
+            field="input_names",
+        )
+    for column, name in input_names.items():
+        if not isinstance(name, str) or not INPUT_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(
+                f"input_names[{column!r}]: {name!r} cannot name a Keras Input (a graph name: "
+                f"letters, digits, '_', '.' and '-', no spaces). Use e.g. "
+                f"{suggest_input_name(column)!r}.", field="input_names",
+            )
+    final = [input_names.get(c, c) for c in feature_columns]
+    shared = [n for n in dict.fromkeys(final) if final.count(n) > 1]
+    if shared:
+        sources = [c for c in feature_columns if input_names.get(c, c) == shared[0]]
+        raise ConfigError(
+            f"input_names: the feature columns {sources!r} would all feed the Input "
+            f"{shared[0]!r}. Give each column its own Input name.", field="input_names",
+        )
+    return dict(input_names)

@@ -5,24 +5,37 @@ It implements the backend protocol (``headkit.training.protocol.Backend``).
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import tensorflow as tf
 
-from headkit.body import Body, check_body
-from headkit.errors import ConfigTypeError, translate_graph_errors
+from headkit.body import Body, check_body, instantiate_body, model_input_specs
+from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
 from headkit.estimator import distributed
 from headkit.estimator.export import export_estimator
 from headkit.estimator.loop import estimator_loop
 from headkit.estimator.model_fn import make_model_fn
 from headkit.estimator.optimizers import resolve_optimizer
 from headkit.estimator.resume import ResumableEstimator
+from headkit.serving.passthrough import Passthrough, prediction_keys
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
-from headkit.training.record import RECORD_FILE, check_model_dir, write_record
+from headkit.spec.scalars import as_int
+from headkit.training.record import (
+    RECORD_FILE,
+    check_model_dir,
+    read_record,
+    recorded_heads,
+    write_record,
+)
+from headkit.training.warm_start import check_warm_start, read_source, warm_start_match
+from headkit.training.weights import WeightMatch, body_structure
 
 __all__ = ["Estimator"]
+
+logger = logging.getLogger("headkit")
 
 
 class _TranslatingEstimator(ResumableEstimator):
@@ -42,9 +55,15 @@ class _TranslatingEstimator(ResumableEstimator):
             >>> estimator.train(input_fn, steps=100)  # doctest: +SKIP
         """
         self._write_record()
-        with translate_graph_errors():
-            return super().train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
-                                 saving_listeners=saving_listeners)
+        if getattr(self, "steps_per_run", 1) > 1:  # the looped run needs the last step
+            self._last_step = max_steps if max_steps is not None else (
+                None if steps is None else self.global_step() + steps)
+        try:
+            with translate_graph_errors():
+                return super().train(input_fn, hooks=hooks, steps=steps, max_steps=max_steps,
+                                     saving_listeners=saving_listeners)
+        finally:
+            self._record_passthrough()
 
     def _write_record(self) -> None:
         """The chief writes the model_dir record once (checked when the Estimator was built)."""
@@ -52,6 +71,13 @@ class _TranslatingEstimator(ResumableEstimator):
             if self._record is None:
                 self._record = check_model_dir(self.model_dir, self.heads, self.body)
             write_record(self.model_dir, self._record)
+
+    def _record_passthrough(self) -> None:
+        """The chief adds the pass-through specs training found to the record, for exports."""
+        found = self.passthrough.to_dict()
+        record = read_record(self.model_dir) if self.is_chief and found else None
+        if record is not None and record.get("passthrough") != found:
+            write_record(self.model_dir, {**record, "passthrough": found})
 
     def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
         """``tf.estimator.Estimator.evaluate``: ``loss`` and ``"<head>/<metric>"``.
@@ -78,6 +104,38 @@ class _TranslatingEstimator(ResumableEstimator):
                                        yield_single_examples=yield_single_examples)
 
 
+def _check_model_dir_path(model_dir: Any) -> None:
+    """Refuse a model_dir that is a file or cannot be created, before anything is built."""
+    if model_dir is None:
+        return
+    if not isinstance(model_dir, (str, os.PathLike)):
+        raise ConfigTypeError(
+            f"model_dir must be a folder path (got {model_dir!r}, a {type(model_dir).__name__}). "
+            "Pass a string such as 'runs/penguins'.", field="model_dir")
+    path = os.fspath(model_dir)
+    if "://" in path:  # gs://, hdfs://: tf.io.gfile's file systems, checked when written
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(
+            f"model_dir {path!r} is a file, not a folder: checkpoints, the model record and "
+            "exports are written into a folder. Pass a folder path (it is created if missing), "
+            f"e.g. {path + '_model'!r}, or move the file away.", field="model_dir")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(
+            f"model_dir {path!r} cannot be created: {existing!r} is a file, so no folder can "
+            f"be made inside it. Pass a path through folders only (e.g. {existing + '_model'!r}), "
+            "or move the file away.", field="model_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "written to" if existing == os.path.abspath(path) else "created"
+        raise ConfigError(
+            f"model_dir {path!r} cannot be {verb}: no permission to write in {existing!r}. "
+            "Pass a folder you can write to (under your home folder, or a temp dir).",
+            field="model_dir")
+
+
 class Estimator(_TranslatingEstimator):
     """A ``tf.estimator.Estimator`` whose ``model_fn`` headkit writes.
 
@@ -98,17 +156,42 @@ class Estimator(_TranslatingEstimator):
             or a zero-argument factory. Every kind advances ``global_step``.
         learning_rate: with an optimizer name only; defaults to the name's
             entry in ``headkit.estimator.optimizers.OPTIMIZERS``.
-        model_dir, warm_start_from: as for ``tf.estimator.Estimator``.
+        model_dir: as for ``tf.estimator.Estimator``.
         config: a ``tf.estimator.RunConfig``, or a dict of its arguments. In
             the dict, ``train_distribute`` may name a strategy for a
             ``TF_CONFIG`` cluster: ``"parameter_server"`` or
             ``"multi_worker_mirrored"`` (built on the tasks that train, after
             TF_CONFIG is checked; ignored when training alone). See
             docs/distributed.md.
+        steps_per_run: training steps per ``session.run``, in a
+            ``tf.while_loop`` over the input (TPUEstimator's
+            ``iterations_per_loop``): fewer round trips between Python and
+            the graph. ``global_step`` advances by that much per run;
+            checkpoints, summaries, evaluations and early stopping happen at
+            the first run boundary at or past their step; ``max_steps`` is met
+            exactly; a NaN loss names its exact step. Needs a Dataset input,
+            and one process (refused under a ``TF_CONFIG`` cluster).
+        warm_start_from: the path of a model_dir, a checkpoint or a headkit
+            export (of either backend) whose body weights start a new
+            model_dir, matched by layer structure: the shared body must match
+            and is restored whole (batch-norm statistics included); a head's
+            own layers are restored when it exists in both with the same
+            shapes, else start fresh; learned loss weights
+            (``loss_weighting``) always start fresh. The report is
+            ``warm_start_report``.
+            Ignored when ``model_dir`` already holds a checkpoint (it resumes).
+        head_map: ``{"<new head>": "<old head>"}``: a renamed head takes the
+            old head's layers (a renamed head is otherwise new).
+        passthrough: feature names copied unchanged into ``predict()``'s
+            output and every predict signature of an export, e.g.
+            ``("example_id",)``; or a dict of name -> ``tf.TensorSpec``
+            (batch dimension first) declaring a feature that is not a body
+            Input (by default its dtype and shape come from the training data).
 
     Raises:
-        ConfigError: a malformed ``TF_CONFIG`` (naming its field), or a
-            strategy that cannot train an Estimator on that cluster.
+        ConfigError: a malformed ``TF_CONFIG`` (naming its field), a
+            strategy that cannot train an Estimator on that cluster, or
+            ``steps_per_run > 1`` on a cluster.
 
     Example:
         >>> import headkit as hk
@@ -121,6 +204,11 @@ class Estimator(_TranslatingEstimator):
         ...     hk.Head("kind", hk.Classification(3), metrics=("accuracy",), is_default=True),
         ...     hk.Head("size", hk.Regression(), metrics=("rmse",), weight=0.5)])
         >>> estimator = hk.Estimator(build_body, heads, optimizer="adam")
+        >>> warm = hk.Estimator(build_body, heads, model_dir="runs/b",
+        ...                     warm_start_from="runs/a")  # doctest: +SKIP
+        >>> print(warm.warm_start_report)  # doctest: +SKIP
+        Warm start from model_dir 'runs/a': restored 3 weighted layer(s), skipped 0.
+        ...
     """
 
     def __init__(
@@ -132,28 +220,90 @@ class Estimator(_TranslatingEstimator):
         model_dir: Optional[str] = None,
         config: Optional[tf.estimator.RunConfig] = None,
         warm_start_from: Any = None,
+        steps_per_run: int = 1,
+        head_map: Optional[Mapping[str, str]] = None,
+        passthrough: Any = None,
     ) -> None:
+        steps_per_run = as_int(steps_per_run)
+        if isinstance(steps_per_run, bool) or not isinstance(steps_per_run, int) or (
+                steps_per_run < 1):
+            raise ConfigError(f"steps_per_run must be an int >= 1 (got {steps_per_run!r}).",
+                              field="steps_per_run")
+        self.steps_per_run = steps_per_run
+        self._last_step: Optional[int] = None
         if not isinstance(heads, HeadSet):
             if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__"):
                 raise ConfigTypeError(
                     f"heads must be an hk.HeadSet or a list of hk.Head (got {heads!r}).",
                     field="heads")
             heads = HeadSet(heads)
-        self._heads = heads
         self._body = check_body(body)
         self._record = None
         self._cluster = distributed.Cluster.from_environment()
         config, self._cluster_mode = _run_config(config, self._cluster)
+        _check_model_dir_path(model_dir if model_dir is not None
+                              else getattr(config, "model_dir", None))
         if model_dir is not None and os.path.isdir(model_dir) and os.listdir(model_dir):
-            # A model_dir that holds a model: refuse other heads or another body now.
+            # A model_dir that holds a model: its normalisation statistics, and refuse
+            # other heads or another body now.
+            heads = recorded_heads(model_dir, heads)
             self._record = check_model_dir(model_dir, heads, self._body)
+        self._heads = heads
         optimizer_factory = resolve_optimizer(optimizer, learning_rate)
+        source, head_map = check_warm_start(warm_start_from, head_map, model_dir)
+        if source is not None and model_dir and tf.train.latest_checkpoint(model_dir):
+            logger.info("headkit: %s holds a checkpoint, so training resumes from it; "
+                        "warm_start_from=%r is not read.", model_dir, source)
+            source = None
+        self.warm_start_report: Optional[WeightMatch] = None
+        if source is not None or passthrough is not None:
+            self._passthrough, target = self._inspect_body(passthrough, source is not None)
+        else:
+            self._passthrough, target = Passthrough(), None
+        if self._passthrough and model_dir is not None and os.path.isdir(model_dir):
+            self._passthrough.restore((read_record(model_dir) or {}).get("passthrough"))
+        if source is not None:
+            self.warm_start_report = warm_start_match(
+                read_source(source, self._body, heads), target, head_map)
         super().__init__(
-            model_fn=make_model_fn(body, heads, optimizer_factory),
+            model_fn=make_model_fn(
+                body, heads, optimizer_factory, steps_per_run, lambda: self._last_step,
+                warm_start=self.warm_start_report and self.warm_start_report.assignments,
+                passthrough=self._passthrough),
             model_dir=model_dir,
             config=config,
-            warm_start_from=warm_start_from,
         )
+        if steps_per_run > 1 and (self.config.cluster_spec or self.config.train_distribute):
+            where = (f"TF_CONFIG makes this process the {self._cluster.task} of a cluster"
+                     if self._cluster is not None else "config.train_distribute sets a "
+                     "distribution strategy")
+            raise ConfigError(
+                f"steps_per_run={steps_per_run} runs several steps in one process's graph, and "
+                f"{where}. Use steps_per_run=1 there (docs/distributed.md), or train in one "
+                "process without a strategy.", field="steps_per_run")
+
+    def _inspect_body(self, passthrough: Any, structure: bool):
+        """The Passthrough, checked against the body, and the body's structure (scratch graph)."""
+        with tf.Graph().as_default():
+            model = instantiate_body(self._body)
+            checked = Passthrough.of(passthrough, self._heads, model_input_specs(model))
+            if checked:
+                keys = prediction_keys(self._heads, model)
+                if keys is not None:
+                    checked.check_outputs(keys)
+            target = body_structure(model, self._heads, with_values=False) if structure else None
+        return checked, target
+
+    @property
+    def passthrough(self) -> Passthrough:
+        """The pass-through features, with each one's dtype and shape once known."""
+        return self._passthrough
+
+    def passthrough_specs(self, where: str = "export") -> Dict[str, tf.TensorSpec]:
+        """Each pass-through feature's ``tf.TensorSpec`` (a ConfigError while one is unknown)."""
+        if any(spec is None for spec in self._passthrough.specs.values()):
+            self._passthrough.restore((read_record(self.model_dir) or {}).get("passthrough"))
+        return self._passthrough.required(where)
 
     @property
     def heads(self) -> HeadSet:
@@ -208,6 +358,8 @@ class Estimator(_TranslatingEstimator):
         feature_spec: Optional[Mapping[str, Any]] = None,
         checkpoint_path: Optional[str] = None,
         extra_manifest: Optional[Mapping[str, Any]] = None,
+        heads: Optional[Sequence[str]] = None,
+        default: Optional[str] = None,
     ) -> str:
         """Export a verified SavedModel with every head's signatures; return its path.
 
@@ -224,12 +376,20 @@ class Estimator(_TranslatingEstimator):
                 by default read from the body's Keras Inputs.
             checkpoint_path: the checkpoint to export; default the latest.
             extra_manifest: more JSON-ready entries for the manifest.
+            heads: export these heads only (their signatures, ``predict`` with
+                their tensors); default every head. The manifest records the
+                subset (``model_heads`` lists every head of the model).
+            default: the head behind ``serving_default``; required when the
+                HeadSet's default head is not among ``heads``.
 
         Example:
             >>> export_dir = estimator.export("exports/penguins")  # doctest: +SKIP
+            >>> estimator.export("exports/species_sex", heads=["species", "sex"],
+            ...                  default="species")  # doctest: +SKIP
         """
         return export_estimator(self, export_dir_base, feature_spec=feature_spec,
-                                checkpoint_path=checkpoint_path, extra_manifest=extra_manifest)
+                                checkpoint_path=checkpoint_path, extra_manifest=extra_manifest,
+                                heads=heads, default=default)
 
 
 def _run_config(config: Any, cluster: Optional[distributed.Cluster]):

@@ -8,18 +8,21 @@ Both paths feed one copy of the model: each raw feature is a
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from headkit.body import input_specs
+from headkit.body import instantiate_body, model_input_specs
 from headkit.errors import ConfigError
+from headkit.estimator import model_fn as model_fn_lib
+from headkit.kinds.predictions import split_flat
 from headkit.serving.contract import Expected, declared_signatures
 from headkit.serving.export_dir import write_export
 from headkit.serving.features import check_spec, spec_of_inputs, spec_to_dict
 from headkit.serving.manifest import write_manifest
 from headkit.serving.signatures import EXAMPLE_INPUT, EXAMPLES
-from headkit.spec.keys import PREDICT_SIGNATURE, head_predict_signature, split_key
+from headkit.spec.headset import HeadSet
+from headkit.training.layout import GRAPH_KEYS, body_layout
 
 __all__ = ["export_estimator"]
 
@@ -30,6 +33,8 @@ def export_estimator(
     feature_spec: Optional[Mapping[str, Any]] = None,
     checkpoint_path: Optional[str] = None,
     extra_manifest: Optional[Mapping[str, Any]] = None,
+    heads: Optional[Sequence[str]] = None,
+    default: Optional[str] = None,
 ) -> str:
     """Write a verified SavedModel of an ``hk.Estimator``; return its path.
 
@@ -39,22 +44,29 @@ def export_estimator(
         >>> export_estimator(estimator, "exports/penguins")  # doctest: +SKIP
         'exports/penguins/1700000000'
     """
+    exported = estimator.heads.select(heads, default)  # checked before anything is built
     checkpoint_path = checkpoint_path or estimator.latest_checkpoint()
     if checkpoint_path is None:
         raise ConfigError(
             f"export: no checkpoint in {estimator.model_dir!r}. Train the estimator first, "
             "or pass checkpoint_path=."
         )
-    inputs = input_specs(estimator.body)  # built once: the spec and the raw dtypes
+    passthrough = estimator.passthrough_specs("export")
+    with tf.Graph().as_default():  # built once: the spec, the raw dtypes and the layout
+        model = instantiate_body(estimator.body)
+        inputs = model_input_specs(model)
+        layout = body_layout(model, estimator.heads, GRAPH_KEYS)
     spec = dict(feature_spec) if feature_spec is not None else spec_of_inputs(inputs)
-    check_spec(spec)
+    check_spec(spec, inputs)
     raw_dtypes = {name: tensor.dtype for name, tensor in (inputs or {}).items()}
 
     def write(temp_dir: str) -> Tuple[Dict[str, Expected], List[str]]:
         expected, problems, step = _write_saved_model(
-            estimator, spec, raw_dtypes, checkpoint_path, temp_dir)
-        write_manifest(temp_dir, estimator.heads, expected, spec_to_dict(spec), step,
-                       checkpoint_path, "estimator", extra_manifest)
+            estimator, exported, spec, raw_dtypes, passthrough, checkpoint_path, temp_dir)
+        write_manifest(temp_dir, exported, expected, spec_to_dict(spec), step,
+                       checkpoint_path, "estimator", extra_manifest,
+                       model_heads=estimator.heads.names,
+                       passthrough=estimator.passthrough.to_dict(), body=layout)
         return expected, problems
 
     return write_export(export_dir_base, write)
@@ -76,20 +88,8 @@ def _signature_defs(export_outputs, expected, serialized, features) -> Tuple[dic
     return defs, problems
 
 
-def _prediction_keys(export_outputs: Mapping[str, Any], heads: Any) -> Dict[str, List[str]]:
-    """Each head's prediction keys, from its ``N/predict`` (or the ``predict``) export output."""
-    flat = getattr(export_outputs.get(PREDICT_SIGNATURE), "outputs", {})
-    keys: Dict[str, List[str]] = {}
-    for name in heads.names:
-        own = export_outputs.get(head_predict_signature(name))
-        if own is not None:
-            keys[name] = list(own.outputs)
-        else:
-            keys[name] = [key for head, key in map(split_key, flat) if head == name]
-    return keys
-
-
-def _write_saved_model(estimator, spec, raw_dtypes, checkpoint_path, temp_dir) -> tuple:
+def _write_saved_model(estimator, exported: HeadSet, spec, raw_dtypes, passthrough,
+                       checkpoint_path, temp_dir) -> tuple:
     """Build the serving graph and save it: ``(expected, problems, global_step)``."""
     with tf.Graph().as_default() as graph:
         serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
@@ -103,15 +103,21 @@ def _write_saved_model(estimator, spec, raw_dtypes, checkpoint_path, temp_dir) -
             features[name] = tf.compat.v1.placeholder_with_default(
                 tensor, [None, *spec[name].shape], name=name
             )
+        for name, feature in passthrough.items():  # predict signatures' inputs only
+            if name not in features:
+                features[name] = tf.compat.v1.placeholder(feature.dtype, feature.shape, name=name)
         global_step = tf.compat.v1.train.get_or_create_global_step()
         estimator_spec = estimator._call_model_fn(
             features, None, tf.estimator.ModeKeys.PREDICT, estimator.config
         )
         raw_receivers = {k: v for k, v in features.items() if tf.is_tensor(v)
                          and not isinstance(v, tf.sparse.SparseTensor)}
-        outputs = estimator_spec.export_outputs
-        expected = declared_signatures(estimator.heads, _prediction_keys(outputs, estimator.heads),
-                                       sorted(raw_receivers))
+        predictions = dict(estimator_spec.predictions)
+        copied = {name: predictions.pop(name) for name in passthrough}
+        per_head = split_flat(predictions)
+        outputs = model_fn_lib.export_outputs(exported, per_head, copied)
+        expected = declared_signatures(exported, {h: list(per_head[h]) for h in exported.names},
+                                       sorted(raw_receivers), sorted(copied))
         signature_defs, problems = _signature_defs(outputs, expected, serialized, raw_receivers)
         with tf.compat.v1.Session(graph=graph) as session:
             saver = tf.compat.v1.train.Saver(sharded=True)

@@ -1,9 +1,9 @@
-"""The session-run hooks and the EvalSpec exporter behind the Estimator's ``train_and_evaluate``.
+"""The session-run hooks behind the Estimator's ``train_and_evaluate`` in one process.
 
-- ``_Exporter`` hands each evaluation's results, in memory, to the
-  ``Monitor`` (history, early-stopping count, best exports);
 - ``_StoppingSaverHook`` saves every ``eval_every`` steps and stops right
   after the evaluation that decides;
+- ``InMemoryEvaluation`` evaluates each save in memory and hands the results
+  to the ``Monitor`` (history, early-stopping count, best exports);
 - ``_ProgressHook`` feeds the progress line.
 
 The hooks of a ``TF_CONFIG`` cluster are in ``headkit.estimator.distributed``.
@@ -11,27 +11,32 @@ The hooks of a ``TF_CONFIG`` cluster are in ``headkit.estimator.distributed``.
 
 from __future__ import annotations
 
-import tensorflow as tf
+import os
+from typing import Any, List, Optional
 
+import tensorflow as tf
+from tensorflow_estimator.python.estimator.estimator import _write_dict_to_summary
+
+from headkit.errors import translate_graph_errors
 from headkit.training.monitor import Monitor
 from headkit.training.progress import ProgressDisplay
 
 
-class _Exporter(tf.estimator.Exporter):
-    """The EvalSpec exporter: hands each evaluation's results to the monitor."""
+class _BoundaryTimer(tf.compat.v1.train.SecondOrStepTimer):
+    """Triggers at the first step at or past each multiple of ``every_steps``.
 
-    def __init__(self, monitor: Monitor) -> None:
-        self._monitor = monitor
+    ``SecondOrStepTimer`` counts from the last trigger, so with several steps
+    per run (or a resumed run) its saves drift off the multiples of
+    ``eval_every``; this one does not.
+    """
 
-    @property
-    def name(self) -> str:
-        return "headkit"
+    def __init__(self, every_steps: int) -> None:
+        super().__init__(every_steps=every_steps)
+        self._every = every_steps
 
-    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        step = int(eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP])
-        metrics = {k: float(v) for k, v in eval_result.items()
-                   if k != tf.compat.v1.GraphKeys.GLOBAL_STEP}
-        return self._monitor.record(step, metrics, checkpoint_path)
+    def should_trigger_for_step(self, step):
+        last = self.last_triggered_step()
+        return last is None or step // self._every > last // self._every
 
 
 class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
@@ -41,17 +46,110 @@ class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
     so checking the rule after ``super().after_run`` stops at that step.
     """
 
-    def __init__(self, monitor: Monitor, save_steps: int) -> None:
+    def __init__(self, monitor: Monitor, save_steps: int,
+                 listeners: Optional[List[Any]] = None) -> None:
         config = monitor.model.config
         super().__init__(monitor.model.model_dir, save_steps=save_steps,
-                         save_graph_def=config.checkpoint_save_graph_def)
+                         save_graph_def=config.checkpoint_save_graph_def, listeners=listeners)
+        self._timer = _BoundaryTimer(save_steps)
+        self._set_steps_per_run(getattr(monitor.model, "steps_per_run", 1))
         self._monitor = monitor
 
     def after_run(self, run_context, run_values):
         saved = self._timer.last_triggered_step()
         super().after_run(run_context, run_values)
-        if self._timer.last_triggered_step() != saved and self._monitor.stop_step is not None:
-            run_context.request_stop()
+        if self._timer.last_triggered_step() != saved:
+            if self._monitor.stop_step is not None:
+                run_context.request_stop()
+
+
+class InMemoryEvaluation(tf.compat.v1.train.CheckpointSaverListener):
+    """Evaluates each checkpoint right after it is saved, from the training session's values.
+
+    The evaluation graph and one session for it are made once, when training
+    begins; each evaluation copies the training variables' current values
+    into that session, resets the metrics and the input, and runs it. No
+    graph is rebuilt, no session opened and no checkpoint read back, which
+    is where ``tf.estimator.train_and_evaluate`` spends most of a short run.
+    The metrics are those of ``estimator.evaluate()`` on the same checkpoint:
+    the same model_fn, input_fn and values, and the same summaries in
+    ``eval/``. (``tf.estimator.experimental.InMemoryEvaluatorHook`` does half
+    of this: it opens a session for each evaluation, on a step count of its own.)
+    """
+
+    def __init__(self, monitor: Monitor, input_fn: Any, steps: Optional[int],
+                 name: Optional[str]) -> None:
+        self._monitor, self._input_fn, self._steps = monitor, input_fn, steps
+        estimator = monitor.model
+        self._eval_dir = os.path.join(estimator.model_dir, "eval" if not name else f"eval_{name}")
+        self._session = None
+
+    def begin(self) -> None:
+        estimator = self._monitor.model
+        self._graph = tf.Graph()
+        with self._graph.as_default():
+            (_, self._update_op, self._eval_dict,
+             hooks) = estimator._evaluate_build_graph(self._input_fn, [])
+            # What the input_fn needs at the start of each pass: its iterator's initializer.
+            self._input_hooks = list(hooks)
+            for hook in self._input_hooks:
+                hook.begin()
+            variables = tf.compat.v1.global_variables()
+            self._placeholders = {v.name: tf.compat.v1.placeholder(v.dtype.base_dtype, v.shape)
+                                  for v in variables}
+            self._feed = tf.group([v.assign(self._placeholders[v.name]) for v in variables])
+            self._global_init = tf.compat.v1.global_variables_initializer()
+            self._local_init = tf.compat.v1.train.Scaffold.default_local_init_op()
+        self._graph.finalize()
+        self._train_variables = None
+        self._first = True
+
+    def _eval_session(self) -> Any:
+        if self._session is None:
+            self._session = tf.compat.v1.Session(graph=self._graph,
+                                                 config=self._monitor.model._session_config)
+            self._session.run(self._global_init)
+        return self._session
+
+    def after_save(self, session, global_step_value) -> bool:
+        if self._first:  # the save at session creation: the starting point, nothing new
+            self._first = False
+            return False
+        if self._train_variables is None:
+            in_training = {v.name: v for v in tf.compat.v1.global_variables()}
+            missing = sorted(set(self._placeholders) - set(in_training))
+            if missing:
+                raise RuntimeError(
+                    f"headkit: the evaluation graph has variables the training graph lacks "
+                    f"({missing[:5]}); evaluate from checkpoints instead.")
+            self._train_variables = {name: in_training[name] for name in self._placeholders}
+        values = session.run(self._train_variables)
+        evaluation = self._eval_session()
+        evaluation.run(self._feed, feed_dict={self._placeholders[name]: value
+                                              for name, value in values.items()})
+        evaluation.run(self._local_init)  # the metrics' accumulators start again
+        for hook in self._input_hooks:
+            hook.after_create_session(evaluation, None)  # the input starts again
+        with translate_graph_errors():
+            batches = 0
+            try:
+                while self._steps is None or batches < self._steps:
+                    evaluation.run(self._update_op)
+                    batches += 1
+            except tf.errors.OutOfRangeError:
+                pass
+            results = evaluation.run(self._eval_dict)
+        step = int(results[tf.compat.v1.GraphKeys.GLOBAL_STEP])
+        _write_dict_to_summary(self._eval_dir, results, step)
+        metrics = {k: float(v) for k, v in results.items()
+                   if k != tf.compat.v1.GraphKeys.GLOBAL_STEP}
+        self._monitor.record(step, metrics, self._monitor.model.latest_checkpoint())
+        return self._monitor.stop_step is not None
+
+    def end(self, session, global_step_value) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 class _ProgressHook(tf.compat.v1.train.SessionRunHook):

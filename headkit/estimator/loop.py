@@ -1,8 +1,9 @@
-"""The Estimator's native ``train_and_evaluate`` loop, on ``tf.estimator.train_and_evaluate``.
+"""The Estimator's native ``train_and_evaluate`` loop.
 
 Locally it trains in one session, saves a checkpoint every ``eval_every``
-steps and evaluates it inside that save, stopping right after the deciding
-evaluation; on a ``TF_CONFIG`` cluster each task runs its role
+steps and evaluates it in memory right after the save (the evaluation graph
+is built once), stopping right after the deciding evaluation; on a
+``TF_CONFIG`` cluster each task runs its role
 (``headkit.estimator.distributed``).
 """
 
@@ -10,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
-
 from headkit.estimator import distributed
-from headkit.estimator.hooks import _Exporter, _ProgressHook, _StoppingSaverHook
+from headkit.estimator.hooks import InMemoryEvaluation, _ProgressHook, _StoppingSaverHook
 from headkit.training.monitor import Monitor
 from headkit.training.protocol import LoopPlan
 
@@ -37,11 +36,7 @@ def estimator_loop(estimator: Any, plan: LoopPlan, monitor: Monitor) -> None:
     if plan.eval_input_fn is None:
         estimator.train(plan.train_input_fn, max_steps=plan.max_steps, hooks=train_hooks)
         return
-    train_hooks.append(_StoppingSaverHook(monitor, plan.eval_every))
-    train_spec = tf.estimator.TrainSpec(plan.train_input_fn, max_steps=plan.max_steps,
-                                        hooks=train_hooks)
-    eval_spec = tf.estimator.EvalSpec(
-        plan.eval_input_fn, steps=plan.eval_steps, name=plan.eval_name,
-        exporters=[_Exporter(monitor)], start_delay_secs=0, throttle_secs=0,
-    )
-    tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    # One process: evaluate each checkpoint in memory, right after it is saved.
+    evaluation = InMemoryEvaluation(monitor, plan.eval_input_fn, plan.eval_steps, plan.eval_name)
+    train_hooks.append(_StoppingSaverHook(monitor, plan.eval_every, listeners=[evaluation]))
+    estimator.train(plan.train_input_fn, max_steps=plan.max_steps, hooks=train_hooks)

@@ -30,9 +30,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import function_utils
 
+from headkit.errors import ConfigError
 from headkit.estimator import checkpoints, distributed
 
-__all__ = ["ResumableEstimator", "keras_seeded", "INPUT_SCOPE"]
+__all__ = ["ResumableEstimator", "keras_seeded", "LoopInput", "INPUT_SCOPE"]
 
 #: The scope of the saved input position; its checkpoint keys start with it.
 INPUT_SCOPE = "headkit_input"
@@ -201,10 +202,22 @@ def _position_variables(fingerprint: Optional[str], slot: int, slots: int,
     return made[slot]
 
 
+class LoopInput:
+    """The training input of ``steps_per_run > 1``: each :meth:`next` call reads one batch.
+
+    The Estimator hands it to the model_fn as the features (labels None); the
+    model_fn calls ``next()`` inside the ``tf.while_loop`` of one run, so each
+    iteration reads, and counts, its own batch.
+    """
+
+    def __init__(self, next_batch: Any) -> None:
+        self.next = next_batch
+
+
 def saved_position_input(result: Any, model_dir: Optional[str],
                          fingerprint: Optional[str] = None, slot: int = 0,
                          slots: int = 1, start: Optional[int] = None,
-                         started: bool = False) -> Any:
+                         started: bool = False, looped: bool = False) -> Any:
     """Read a training Dataset from the position saved in the checkpoint, and count what is read.
 
     ``result`` is what the input_fn returned. A Dataset is read through a
@@ -220,9 +233,16 @@ def saved_position_input(result: Any, model_dir: Optional[str],
     ``slots`` trainers counts in its own variable (trainer ``slot``'s is
     ``headkit_input/position_<slot>``).
 
+    With ``looped``, a :class:`LoopInput` is returned instead of one batch.
+
     Example:
         >>> features, labels = saved_position_input(dataset, "runs/a")  # doctest: +SKIP
     """
+    if looped and not isinstance(result, tf.data.Dataset):
+        raise ConfigError(
+            "steps_per_run > 1 reads several batches per run, so the training input_fn must "
+            f"return a tf.data.Dataset (got {type(result).__name__}). Return a Dataset (as "
+            "hk.input_fn does), or use steps_per_run=1.", field="steps_per_run")
     if not isinstance(result, tf.data.Dataset):
         _warn_once("tensors", (
             "headkit: the input_fn returned tensors, not a tf.data.Dataset, so its position "
@@ -236,20 +256,36 @@ def saved_position_input(result: Any, model_dir: Optional[str],
             "Dataset.from_generator or tf.py_function); its position is not saved: after a "
             "restart the input starts from its beginning. Build it from tensors or files "
             "(e.g. hk.input_fn) to resume exactly."))
+        if looped:
+            raise ConfigError(
+                f"steps_per_run > 1 runs the input inside the graph's loop, and this Dataset "
+                f"runs Python code ({', '.join(sorted(python_ops))}). Build the Dataset from "
+                "tensors or files (e.g. hk.input_fn), or use steps_per_run=1.",
+                field="steps_per_run")
         return result
     if start is None:
         start = _start(model_dir, fingerprint, slot, slots)
     if start == -1:
-        return tf.compat.v1.data.make_one_shot_iterator(result).get_next()
+        return _plain(result, looped)
     counter, named = _position_variables(fingerprint, slot, slots)
     # The saved position is the index of the batch read plus one, written with every
     # step: a restored counter (from a checkpoint on other data) is simply overwritten.
-    stream = _from(result, start, started)
-    index, batch = tf.compat.v1.data.make_one_shot_iterator(stream).get_next()
-    with tf.control_dependencies(tf.nest.flatten(batch)):
-        counted = tf.group(counter.assign(index + 1), named.assign(fingerprint or ""))
-    with tf.control_dependencies([counted]):
-        return tf.nest.map_structure(_identity, batch)
+    iterator = tf.compat.v1.data.make_one_shot_iterator(_from(result, start, started))
+
+    def next_batch() -> Any:
+        index, batch = iterator.get_next()
+        with tf.control_dependencies(tf.nest.flatten(batch)):
+            counted = tf.group(counter.assign(index + 1), named.assign(fingerprint or ""))
+        with tf.control_dependencies([counted]):
+            return tf.nest.map_structure(_identity, batch)
+
+    return (LoopInput(next_batch), None) if looped else next_batch()
+
+
+def _plain(dataset: tf.data.Dataset, looped: bool) -> Any:
+    """Batches of a Dataset whose position is not saved."""
+    iterator = tf.compat.v1.data.make_one_shot_iterator(dataset)
+    return (LoopInput(iterator.get_next), None) if looped else iterator.get_next()
 
 
 def _from(dataset: Any, start: int, started: bool) -> Any:
@@ -383,7 +419,8 @@ class ResumableEstimator(tf.estimator.Estimator):
             return positioned_dataset(result, self.model_dir, fingerprint, slot, slots,
                                       start, started)
         return saved_position_input(result, self.model_dir, fingerprint, slot, slots,
-                                    start, started)
+                                    start, started,
+                                    looped=getattr(self, "steps_per_run", 1) > 1)
 
     def _call_model_fn(self, features, labels, mode, config):
         counted = None

@@ -21,6 +21,29 @@ __all__ = ["METRICS", "HeadMetrics", "keras_metric"]
 
 _keras = tf.keras.metrics
 
+
+class _LabelMean(_keras.Mean):
+    """The weighted mean of the labels (``y_pred`` is not read)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(tf.cast(y_true, tf.float32), sample_weight)
+
+
+class _PredictionMean(_keras.Mean):
+    """The weighted mean of the predictions."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(tf.cast(y_pred, tf.float32), sample_weight)
+
+
+class _AccuracyBaseline(_LabelMean):
+    """The accuracy of always predicting the commoner class: ``max(mean, 1 - mean)``."""
+
+    def result(self):
+        mean = super().result()
+        return tf.maximum(mean, 1.0 - mean)
+
+
 #: Metric name -> a factory of the Keras metric named ``key``.
 METRICS: Dict[str, Callable[[str], Any]] = {
     "accuracy": lambda key: _keras.Accuracy(name=key),
@@ -30,7 +53,15 @@ METRICS: Dict[str, Callable[[str], Any]] = {
     "mse": lambda key: _keras.MeanSquaredError(name=key),
     "rmse": lambda key: _keras.RootMeanSquaredError(name=key),
     "mae": lambda key: _keras.MeanAbsoluteError(name=key),
+    "auc_pr": lambda key: _keras.AUC(num_thresholds=200, curve="PR", name=key),
+    "accuracy_baseline": lambda key: _AccuracyBaseline(name=key),
+    "label_mean": lambda key: _LabelMean(name=key),
+    "prediction_mean": lambda key: _PredictionMean(name=key),
 }
+#: Metrics that count every (row, column) pair of a ``[batch, n]`` label: a row's
+#: weight goes to each of its columns, as the Estimator's do.
+_PER_ELEMENT = ("auc", "auc_pr", "precision", "recall", "accuracy", "label_mean",
+                "prediction_mean", "accuracy_baseline")
 assert set(METRICS) == set(catalog.METRICS), "every catalog metric has one Keras implementation"
 
 
@@ -88,11 +119,14 @@ class HeadMetrics:
             term, kind = terms[head.name], kinds.get(head)
             for name, metric in self.by_head[head.name]:
                 if name is None:
-                    metric.update_state(term.example_losses, sample_weight=term.weights)
+                    metric.update_state(term.example_losses, sample_weight=term.loss_weights)
                     continue
                 y_true, y_pred = kind.metric_inputs(
                     head, None if name == "keras" else name, term.labels, per_head[head.name])
-                metric.update_state(y_true, y_pred, sample_weight=term.weights)
+                weights = term.weights
+                if weights is not None and name in _PER_ELEMENT and y_true.shape.rank == 2:
+                    weights = weights[:, None] * tf.ones_like(tf.cast(y_true, tf.float32))
+                metric.update_state(y_true, y_pred, sample_weight=weights)
 
     def results(self) -> Dict[str, Any]:
         """``{"loss": ..., "<head>/<metric>": ...}``, as tensors."""

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -27,20 +27,31 @@ from headkit.body import (
     model_input_specs,
     outputs_by_head,
 )
-from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
+from headkit.errors import CheckpointError, ConfigError, ConfigTypeError, translate_graph_errors
 from headkit.keras.export import write_keras_saved_model
 from headkit.keras.metrics import HeadMetrics
 from headkit.kinds import batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
+from headkit.multitask import LossWeights, step_gradients
 from headkit.serving.export_dir import write_export
 from headkit.serving.features import check_spec, spec_of_inputs, spec_to_dict
 from headkit.serving.manifest import write_manifest
+from headkit.serving.passthrough import Passthrough, prediction_keys
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
-from headkit.spec.keys import TOTAL_LOSS, metric_key
+from headkit.spec.keys import LOSS_WEIGHT, TOTAL_LOSS, metric_key
 from headkit.spec.scalars import as_int
+from headkit.training.layout import OBJECT_KEYS, body_layout
 from headkit.training.loop import generic_loop
-from headkit.training.record import RECORD_FILE, check_model_dir, write_record
+from headkit.training.record import (
+    RECORD_FILE,
+    check_model_dir,
+    read_record,
+    recorded_heads,
+    write_record,
+)
+from headkit.training.warm_start import check_warm_start, read_source, warm_start_match
+from headkit.training.weights import WeightMatch, apply_weights, body_structure
 
 __all__ = ["KerasModel", "OPTIMIZERS"]
 
@@ -59,12 +70,28 @@ _STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 _CHECKPOINT_NAME = "ckpt"
 
 
+def _keras_optimizer_classes() -> tuple:
+    """The Keras optimizer base classes: tf.keras 2 has legacy ones too, Keras 3 has none."""
+    try:
+        # Keras 3 raises ImportError (not AttributeError) on tf.keras.optimizers.legacy.
+        return (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)
+    except (AttributeError, ImportError):
+        return (tf.keras.optimizers.Optimizer,)
+
+
+def _is_tf1_optimizer(optimizer: Any) -> bool:
+    """A ``tf.compat.v1.train`` optimizer, told by its base class.
+
+    Departure: the class is found by its module, not as ``tf.compat.v1.train.Optimizer``,
+    since TF1 training names belong in ``headkit/estimator/`` (tests/test_layers.py).
+    """
+    return any(base.__module__ == "tensorflow.python.training.optimizer"
+               and base.__name__ == "Optimizer" for base in type(optimizer).__mro__)
+
+
 def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callable[[], Any]:
     """Check an optimizer spec now; return a factory of a fresh Keras optimizer."""
-    keras_optimizers = (tf.keras.optimizers.Optimizer,)
-    legacy = getattr(tf.keras.optimizers, "legacy", None)
-    if legacy is not None:
-        keras_optimizers += (legacy.Optimizer,)
+    keras_optimizers = _keras_optimizer_classes()
     if isinstance(optimizer, str):
         key = optimizer.lower()
         if key not in OPTIMIZERS:
@@ -81,7 +108,7 @@ def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callab
             field="learning_rate")
     if isinstance(optimizer, keras_optimizers):
         return lambda: optimizer
-    if isinstance(optimizer, tf.compat.v1.train.Optimizer):
+    if _is_tf1_optimizer(optimizer):
         raise ConfigTypeError(
             f"optimizer: {type(optimizer).__name__} is a TF1 optimizer, which Keras models do "
             "not take. Pass a Keras optimizer (tf.keras.optimizers.Adam(...)) or a name "
@@ -96,6 +123,16 @@ def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callab
     raise ConfigTypeError(
         f"optimizer must be a name ({', '.join(OPTIMIZERS)}), a Keras optimizer or a "
         f"zero-argument factory returning one (got {optimizer!r}).", field="optimizer")
+
+
+#: The base class of TF1 optimizers, named rather than reached through tf.compat.v1.train,
+#: which belongs to the Estimator backend (tests/test_layers.py).
+_TF1_OPTIMIZER = "tensorflow.python.training.optimizer.Optimizer"
+
+
+def _is_tf1_optimizer(optimizer: Any) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" == _TF1_OPTIMIZER
+               for c in type(optimizer).__mro__)
 
 
 def _refuse_clusters() -> None:
@@ -128,13 +165,15 @@ class _HeadsModel(tf.keras.Model):
     """The body with headkit's heads: the loss, the update and the metrics of a batch."""
 
     def __init__(self, body: tf.keras.Model, heads: HeadSet) -> None:
-        super().__init__()
+        # Named: Keras 3 derives a name scope from the class name, and a leading "_" is refused.
+        super().__init__(name="headkit_heads")
         self.headkit_body = body
         self.headkit_heads = heads
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
         self.fingerprint = tf.Variable("", dtype=tf.string, trainable=False, name="fingerprint")
         self.head_metrics = HeadMetrics(heads)
+        self.headkit_weighting = LossWeights(heads)  # checkpointed by KerasModel, never exported
 
     @property
     def metrics(self):
@@ -146,31 +185,48 @@ class _HeadsModel(tf.keras.Model):
                                body(body_inputs(body, features), training=training))
 
     def _terms(self, features, labels, training):
+        """The batch's head terms, weighted terms, loss weights, regularization and total."""
         outputs = self(features, training=training)
         terms = batch.head_terms(self.headkit_heads, outputs, labels, features)
-        total = batch.total_loss(self.headkit_heads, terms, self.headkit_body.losses)
-        return outputs, terms, total
+        weighted, loss_weights = self.headkit_weighting.weigh(
+            {name: term.loss for name, term in terms.items()})
+        regularization = self.headkit_body.losses  # computed here, inside any tape
+        total = self.headkit_weighting.total(weighted, regularization)
+        return outputs, terms, weighted, loss_weights, regularization, total
+
+    def _loss_weight_logs(self, loss_weights):
+        if not self.headkit_weighting.is_learned:
+            return {}
+        return {metric_key(name, LOSS_WEIGHT): w for name, w in loss_weights.items()}
 
     def train_step(self, data):
         index, (features, labels) = data
-        with tf.GradientTape() as tape:
-            _, terms, total = self._terms(features, labels, training=True)
-            total = batch.finite_guard(self.headkit_heads, terms, total, self.step + 1)
-        variables = self.headkit_body.trainable_variables
-        pairs = [(g, v) for g, v in zip(tape.gradient(total, variables), variables)
-                 if g is not None]
-        self.optimizer.apply_gradients(pairs)
+        heads = self.headkit_heads
+        # PCGrad takes one gradient per head from the same tape.
+        with tf.GradientTape(persistent=heads.gradient_surgery is not None) as tape:
+            _, terms, weighted, loss_weights, regularization, total = self._terms(
+                features, labels, training=True)
+            total = batch.finite_guard(heads, terms, total, self.step + 1)
+        pairs = step_gradients(heads, tape.gradient, total, weighted, regularization,
+                               self.headkit_body.trainable_variables,
+                               self.headkit_weighting.trainable_variables, self.step)
+        with tf.control_dependencies([total]):  # the finite check comes before any update
+            self.optimizer.apply_gradients(pairs)
+            self.headkit_weighting.update({name: t.loss for name, t in terms.items()})
         self.step.assign_add(1)
         self.position.assign(index + 1)
         logs = {TOTAL_LOSS: total}
         logs.update({metric_key(name, TOTAL_LOSS): t.loss for name, t in terms.items()})
+        logs.update(self._loss_weight_logs(loss_weights))
         return logs
 
     def test_step(self, data):
         features, labels = data
-        outputs, terms, total = self._terms(features, labels, training=False)
+        outputs, terms, _, loss_weights, _, total = self._terms(features, labels, training=False)
         self.head_metrics.update(terms, head_predictions(self.headkit_heads, outputs), total)
-        return self.head_metrics.results()
+        results = self.head_metrics.results()
+        results.update(self._loss_weight_logs(loss_weights))
+        return results
 
 
 class _Checkpointing(tf.keras.callbacks.Callback):
@@ -219,6 +275,16 @@ class KerasModel:
         keep_checkpoints: how many checkpoints to keep.
         seed: seeds Python, NumPy and TensorFlow before the body is built, for
             repeatable initial weights.
+        warm_start_from: the path of a model_dir, a checkpoint or a headkit
+            export (of either backend) whose body weights start this new
+            model_dir, matched by layer structure, as for ``hk.Estimator``;
+            the report is ``warm_start_report``, and the first ``train()``
+            saves it as ``ckpt-0``. Ignored when ``model_dir`` already holds a
+            checkpoint (it resumes).
+        head_map: ``{"<new head>": "<old head>"}`` for renamed heads.
+        passthrough: feature names copied unchanged into ``predict()`` and
+            every predict signature, or a dict of name -> ``tf.TensorSpec``;
+            as for ``hk.Estimator``.
 
     Example:
         >>> import headkit as hk
@@ -240,6 +306,9 @@ class KerasModel:
         checkpoint_every: int = 100,
         keep_checkpoints: int = 5,
         seed: Optional[int] = None,
+        warm_start_from: Any = None,
+        head_map: Optional[Mapping[str, str]] = None,
+        passthrough: Any = None,
     ) -> None:
         _refuse_clusters()
         if not isinstance(heads, HeadSet):
@@ -260,6 +329,14 @@ class KerasModel:
                               "(it is created if missing).", field="model_dir")
         self._model_dir = model_dir
         self._progress = None
+        source_path, head_map = check_warm_start(warm_start_from, head_map, model_dir)
+        if source_path is not None and tf.train.latest_checkpoint(model_dir):
+            logger.info("headkit: %s holds a checkpoint, so training resumes from it; "
+                        "warm_start_from=%r is not read.", model_dir, source_path)
+            source_path = None
+        # Read before any eager Keras model exists: a source of an older headkit is read
+        # through the body built in a scratch graph.
+        source = None if source_path is None else read_source(source_path, self._body, heads)
         if seed is not None:
             tf.keras.utils.set_random_seed(as_int(seed))
         # Everything Keras here is built eagerly: in Keras 2, a model built inside a
@@ -267,14 +344,27 @@ class KerasModel:
         body_model = instantiate_body(self._body)
         self._record = None
         if os.path.isdir(model_dir) and os.listdir(model_dir):
+            heads = self._heads = recorded_heads(model_dir, heads)
             self._record = check_model_dir(model_dir, heads, self._body, backend="keras",
                                            model=body_model)
+        self._passthrough = Passthrough.of(passthrough, heads, model_input_specs(body_model))
+        if self._passthrough:
+            keys = prediction_keys(heads, body_model)
+            if keys is not None:
+                self._passthrough.check_outputs(keys)
+            self._passthrough.restore((read_record(model_dir) or {}).get("passthrough")
+                                      if os.path.isdir(model_dir) else None)
+        self.warm_start_report: Optional[WeightMatch] = None
+        if source is not None:
+            self.warm_start_report = warm_start_match(
+                source, body_structure(body_model, heads, with_values=False), head_map)
+            apply_weights(body_model, self.warm_start_report)
         self._model = _HeadsModel(body_model, heads)
         self._model.compile(optimizer=_optimizer_factory(optimizer, learning_rate)(),
                             steps_per_execution=self.steps_per_run)
         self._checkpoint = tf.train.Checkpoint(
             body=self._model.headkit_body, optimizer=self._model.optimizer,
-            step=self._model.step,
+            step=self._model.step, loss_weighting=self._model.headkit_weighting,
             input=tf.train.Checkpoint(position=self._model.position,
                                       fingerprint=self._model.fingerprint))
         self._manager = tf.train.CheckpointManager(
@@ -322,7 +412,18 @@ class KerasModel:
         latest = self._manager.latest_checkpoint
         if latest is None:
             return
-        self._checkpoint.restore(latest).expect_partial()
+        status = self._checkpoint.restore(latest)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as error:
+            raise CheckpointError(
+                f"checkpoint {latest!r} does not hold this model's weights, so resuming would "
+                "go on from its step with fresh weights; nothing was trained. A model_dir "
+                "trained with tf.keras 2 (TensorFlow 2.15) does not resume under Keras 3 (a "
+                "newer TensorFlow), nor the reverse: their checkpoints name the layers "
+                "differently. Export it with the TensorFlow that trained it (exports load on "
+                f"both), or train in a new model_dir. ({str(error)[:300]})") from None
+        status.expect_partial()
         logger.info("headkit: restored %s (step %d).", latest, self.global_step())
 
     def _save(self) -> str:
@@ -367,14 +468,53 @@ class KerasModel:
         if target <= start:
             return self
         self._write_record()
-        dataset = self._positioned(_call_input_fn(input_fn, "train"),
-                                   getattr(input_fn, "headkit_fingerprint", None))
+        source = _call_input_fn(input_fn, "train")
+        self._learn_passthrough(source)
+        if self.warm_start_report is not None and self.latest_checkpoint() is None:
+            self._save()  # ckpt-0: the warm-started weights
+        fingerprint = getattr(input_fn, "headkit_fingerprint", None)
         callback = _Checkpointing(self, self.checkpoint_every, self._progress)
-        with translate_graph_errors():
-            self._model.fit(dataset, epochs=1, steps_per_epoch=target - start, verbose=0,
-                            callbacks=[callback])
+        # Whole runs of steps_per_run steps, then the rest in one shorter run: Keras 3 runs
+        # every execution whole, past steps_per_epoch (tf.keras 2 cut the last one short).
+        rest = (target - start) % self.steps_per_run
+        for goal, per_run in ((target - rest, self.steps_per_run), (target, rest)):
+            steps = goal - self.global_step()
+            if steps <= 0 or per_run == 0:
+                continue
+            self._set_steps_per_execution(per_run)
+            with translate_graph_errors():
+                self._model.fit(self._positioned(source, fingerprint), epochs=1,
+                                steps_per_epoch=steps, verbose=0, shuffle=False,
+                                callbacks=[callback])
+            if self.global_step() < goal:
+                break  # the input ended
         self._save()
         return self
+
+    def _learn_passthrough(self, dataset: tf.data.Dataset) -> None:
+        """Take unknown pass-through specs from the training data; keep them in the record."""
+        if not self._passthrough:
+            return
+        element = dataset.element_spec
+        features = element[0] if isinstance(element, tuple) else element
+        if self._passthrough.learn(features if isinstance(features, Mapping) else {}):
+            record = read_record(self.model_dir)
+            if record is not None:
+                write_record(self.model_dir, {**record, "passthrough": self._passthrough.to_dict()})
+
+    @property
+    def passthrough(self) -> Passthrough:
+        """The pass-through features, with each one's dtype and shape once known."""
+        return self._passthrough
+
+    def _set_steps_per_execution(self, steps: int) -> None:
+        """Keras 3 traces its steps per execution into the train function: retrace on change."""
+        model = self._model
+        if isinstance(getattr(model, "_steps_per_execution", None), tf.Variable):
+            return  # tf.keras 2 reads a variable, and cuts the last run of an epoch itself
+        if model.steps_per_execution != steps:
+            model.steps_per_execution = steps
+            model.train_function = None
 
     def _positioned(self, dataset: tf.data.Dataset, fingerprint: Optional[str]):
         """The dataset from the saved position on, with each batch's index (see docs/keras.md)."""
@@ -420,11 +560,12 @@ class KerasModel:
             array([b'Adelie'], dtype=object)
         """
         dataset = _call_input_fn(input_fn, "infer")
-        heads = self.heads
+        heads, passthrough = self.heads, self._passthrough
 
         @tf.function
         def step(features):
-            return flat_predictions(head_predictions(heads, self._model(features)))
+            flat = flat_predictions(head_predictions(heads, self._model(features)))
+            return passthrough.copy_into(flat, features) if passthrough else flat
 
         for element in dataset:
             features = element[0] if isinstance(element, tuple) else element
@@ -441,12 +582,15 @@ class KerasModel:
         feature_spec: Optional[Mapping[str, Any]] = None,
         checkpoint_path: Optional[str] = None,
         extra_manifest: Optional[Mapping[str, Any]] = None,
+        heads: Optional[Sequence[str]] = None,
+        default: Optional[str] = None,
     ) -> str:
         """Export a verified SavedModel with every head's signatures; return its path.
 
         The same table, methods, inputs, outputs and manifest as
         ``hk.Estimator.export``; written to ``temp-<stamp>``, checked against
-        TensorFlow Serving's rules, then renamed.
+        TensorFlow Serving's rules, then renamed. ``heads=`` and ``default=``
+        export a subset of heads, as for ``hk.Estimator.export``.
 
         Args:
             export_dir_base: the folder that receives the timestamped export.
@@ -454,10 +598,17 @@ class KerasModel:
                 from the body's Keras Inputs.
             checkpoint_path: the checkpoint to export; default the latest.
             extra_manifest: more JSON-ready entries for the manifest.
+            heads: export these heads only; default every head.
+            default: the head behind ``serving_default``; required when the
+                HeadSet's default head is not among ``heads``.
 
         Example:
             >>> export_dir = model.export("exports/penguins")  # doctest: +SKIP
         """
+        exported = self.heads.select(heads, default)
+        if any(spec is None for spec in self._passthrough.specs.values()):
+            self._passthrough.restore((read_record(self.model_dir) or {}).get("passthrough"))
+        passthrough = self._passthrough.required("export")
         checkpoint_path = checkpoint_path or self.latest_checkpoint()
         if checkpoint_path is None:
             raise ConfigError(
@@ -468,13 +619,18 @@ class KerasModel:
         check_spec(spec)
         body = instantiate_body(self.body)
         step = tf.Variable(0, dtype=tf.int64)
-        tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path).expect_partial()
+        restored = tf.train.Checkpoint(body=body, step=step).restore(checkpoint_path)
+        restored.assert_existing_objects_matched().expect_partial()  # every body weight, or fail
+
+        layout = body_layout(body, self.heads, OBJECT_KEYS)
 
         def write(temp_dir: str):
-            expected, problems = write_keras_saved_model(self.heads, body, spec, inputs or {},
-                                                         temp_dir)
-            write_manifest(temp_dir, self.heads, expected, spec_to_dict(spec),
-                           int(step.numpy()), checkpoint_path, "keras", extra_manifest)
+            expected, problems = write_keras_saved_model(
+                self.heads, body, spec, inputs or {}, temp_dir, exported, passthrough)
+            write_manifest(temp_dir, exported, expected, spec_to_dict(spec),
+                           int(step.numpy()), checkpoint_path, "keras", extra_manifest,
+                           model_heads=self.heads.names, passthrough=self._passthrough.to_dict(),
+                           body=layout)
             return expected, problems
 
         return write_export(export_dir_base, write)
@@ -527,6 +683,12 @@ class KerasModel:
         match = match_weights(source, target)
         apply_weights(model._model.headkit_body, match)
         logger.info("headkit: from_estimator: %s", match.report())
+        # The learned loss weights: the same names in both (headkit.multitask.SCOPE).
+        saved = dict(tf.train.list_variables(checkpoint))
+        for variable in model._model.headkit_weighting.variables:
+            name = variable.name.split(":")[0]
+            if name in saved:
+                variable.assign(tf.train.load_variable(checkpoint, name))
         model._model.step.assign(step)
         model._write_record()
         model._save()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from headkit.errors import ConfigError
-from headkit.kinds import classification, predict, regression
+from headkit.kinds import classification, logistic, multi_label, poisson, predict, regression
 from headkit.kinds.base import CLASSIFY, PREDICT, REGRESS, Kind
 
 __all__ = ["KINDS", "get", "Kind", "CLASSIFY", "REGRESS", "PREDICT"]
@@ -17,7 +17,10 @@ __all__ = ["KINDS", "get", "Kind", "CLASSIFY", "REGRESS", "PREDICT"]
 #: Kind name -> its implementation.
 KINDS: Dict[str, Kind] = {
     classification.KIND.name: classification.KIND,
+    multi_label.KIND.name: multi_label.KIND,
     regression.KIND.name: regression.KIND,
+    poisson.KIND.name: poisson.KIND,
+    logistic.KIND.name: logistic.KIND,
     predict.KIND.name: predict.KIND,
 }
 

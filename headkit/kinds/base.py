@@ -14,12 +14,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from headkit.errors import DataError
+from headkit.errors import DataError, head_assert_data
 from headkit.kinds import losses
 from headkit.spec.head import Head
 
 __all__ = ["Kind", "CLASSIFY", "REGRESS", "PREDICT", "flatten_labels", "float_output",
-           "row_list", "value_list", "no_missing_label"]
+           "row_list", "value_list", "no_missing_label", "labelled_rows", "float32_list",
+           "range_check"]
 
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -38,6 +39,9 @@ class Kind:
 
     #: The ``kind`` of the output types this implements.
     name: str = ""
+    #: ``f`` in a head's term under uncertainty weighting, ``f * (exp(-s) * loss + s)``: 1/2
+    #: for a Gaussian likelihood (regression), 1 otherwise (Kendall, Gal & Cipolla 2018).
+    uncertainty_factor: float = 1.0
 
     def check_output(self, head: Head, output: Any) -> Any:
         """The body's output for ``head`` as the kind needs it (a ``ConfigError`` if unfit)."""
@@ -55,6 +59,14 @@ class Kind:
                        labels: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
         """Loss-ready labels and a mask of labelled rows (None when every row is labelled)."""
         raise NotImplementedError
+
+    def class_example_weights(self, head: Head, labels: tf.Tensor) -> Optional[tf.Tensor]:
+        """Each example's weight from the head's ``class_weight``, ``[batch]``; None without one.
+
+        A kind whose loss is a sum of per-class terms (multi-label) weights
+        those terms in ``per_example_loss`` instead, and returns None here.
+        """
+        return None
 
     def per_example_loss(self, head: Head, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
         """The head's loss per example, shape ``[batch]`` (see :func:`losses.per_example_loss`)."""
@@ -152,4 +164,41 @@ def no_missing_label(head: Head, missing: np.ndarray, example: str) -> DataError
         f"{row_list(missing)}, but the head has no missing_label. Set missing_label="
         f"{example} on the head so those rows are masked out of its loss and metrics, "
         "or drop the rows."
+    )
+
+
+def labelled_rows(head: Head, values: np.ndarray) -> np.ndarray:
+    """Rows of checked numeric labels ``[n, d]`` that are not ``head.missing_label``."""
+    missing = head.missing_label
+    if missing is None:
+        return np.ones(len(values), bool)
+    if isinstance(missing, float) and missing != missing:
+        return ~np.isnan(values).any(axis=1)
+    return ~(values == missing).any(axis=1)
+
+
+def float32_list(values: np.ndarray) -> str:
+    """:func:`value_list` of float32 values, shortest form: ``-0.1``, not ``-0.100000001``."""
+    shortest = [float(np.format_float_positional(v, trim="-")) for v in values.ravel()]
+    return value_list(np.array(shortest))
+
+
+def range_check(head: Head, labels: tf.Tensor, low: Optional[float], high: Optional[float],
+                problem: str, fix: str) -> tf.Operation:
+    """An in-graph check that float ``labels`` lie in ``[low, high]`` (a bound may be None).
+
+    Its data is strings only: it runs on every step, and other dtypes cost a
+    per-step cond.
+    """
+    bad = tf.zeros_like(labels, tf.bool)
+    if low is not None:
+        bad = tf.logical_or(bad, labels < low)
+    if high is not None:
+        bad = tf.logical_or(bad, labels > high)
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        head_assert_data(head.name, problem,
+                         tf.strings.as_string(tf.boolean_mask(labels, bad)[:10], shortest=True),
+                         fix),
+        summarize=10,
     )

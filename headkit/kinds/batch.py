@@ -7,13 +7,20 @@ Keras backend's train step both compute a batch's losses with
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import attrs
 import tensorflow as tf
 
 from headkit import kinds
-from headkit.errors import DataError, head_assert_data, non_finite_assert_data
+from headkit.errors import (
+    ConfigError,
+    ConfigTypeError,
+    DataError,
+    HeadkitError,
+    head_assert_data,
+    non_finite_assert_data,
+)
 from headkit.kinds import losses
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
@@ -28,15 +35,19 @@ class HeadTerms:
 
     Attributes:
         labels: loss-ready labels (the kind's ``prepare_labels``).
-        weights: per-example weights (labelled-row mask x ``weight_column``), or None.
+        weights: per-example weights of the metrics (labelled-row mask x
+            ``weight_column``), or None.
         example_losses: the loss of each example, ``[batch]``.
-        loss: the head's loss: the weighted mean of ``example_losses``.
+        loss: the head's loss: the mean of ``example_losses`` weighted by ``loss_weights``.
+        loss_weights: per-example weights of the loss: ``weights`` x the weight
+            of the example's class (``class_weight``), or None.
     """
 
     labels: Any
     weights: Optional[Any]
     example_losses: Any
     loss: Any
+    loss_weights: Optional[Any] = attrs.Factory(lambda self: self.weights, takes_self=True)
 
 
 def labels_by_head(heads: HeadSet, labels: Any) -> Dict[str, Any]:
@@ -112,6 +123,64 @@ def _combine(mask: Optional[tf.Tensor], weights: Optional[tf.Tensor]) -> Optiona
     return mask * weights
 
 
+def _guarded_loss(head: Head) -> Callable[[Any, Any], Any]:
+    """The head's custom loss; failing while the graph is built, it names the head and loss."""
+    loss = head.loss
+    label = getattr(loss, "__name__", None) or type(loss).__name__
+
+    def called_as(labels: Any, outputs: Any) -> str:
+        def describe(tensor: Any) -> str:
+            dtype = getattr(getattr(tensor, "dtype", None), "name", type(tensor).__name__)
+            return f"{getattr(tensor, 'shape', '?')} {dtype}"
+
+        return (f"headkit calls it as loss(labels, outputs) with labels {describe(labels)} "
+                f"and outputs {describe(outputs)}, and it must return one loss per example, "
+                "shape [batch].")
+
+    def guarded(labels: Any, outputs: Any) -> Any:
+        try:
+            values = loss(labels, outputs)
+        except HeadkitError:
+            raise
+        except Exception as error:  # the user's code: say whose it is, and what it was given
+            error_type = ConfigTypeError if isinstance(error, TypeError) else ConfigError
+            text = " ".join(str(error).split())[:300]
+            raise error_type(
+                f"Head {head.name!r}: the loss {label} failed while the graph was built "
+                f"({type(error).__name__}: {text}). {called_as(labels, outputs)}",
+                field="loss",
+            ) from error
+        if values is None:
+            raise ConfigError(
+                f"Head {head.name!r}: the loss {label} returned None. "
+                f"{called_as(labels, outputs)} Add the missing return.", field="loss")
+        rank = getattr(getattr(values, "shape", None), "rank", None)
+        if rank == 0:
+            raise ConfigError(
+                f"Head {head.name!r}: the loss {label} returned one number for the whole batch "
+                f"(shape ()). {called_as(labels, outputs)} Reduce only the axes after the "
+                "batch (e.g. tf.reduce_mean(..., axis=-1)), never the batch itself: headkit "
+                "masks and weights rows before it averages.", field="loss")
+        shape = getattr(values, "shape", None)
+        if rank is not None and rank > 1 and not (rank == 2 and shape[-1] in (1, None)):
+            raise ConfigError(
+                f"Head {head.name!r}: the loss {label} returned shape {shape}, not one loss per "
+                f"example. {called_as(labels, outputs)} Reduce the axes after the batch inside "
+                "the loss (e.g. tf.reduce_mean(..., axis=-1)).", field="loss")
+        return values
+
+    guarded.__name__ = label
+    return guarded
+
+
+def _with_guarded_losses(heads: HeadSet) -> HeadSet:
+    """``heads``, with each custom loss behind :func:`_guarded_loss`."""
+    if not any(callable(head.loss) for head in heads):
+        return heads
+    return HeadSet([attrs.evolve(head, loss=_guarded_loss(head)) if callable(head.loss) else head
+                    for head in heads])
+
+
 def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
                features: Any) -> Dict[str, HeadTerms]:
     """Each trained head's labels, weights, per-example losses and loss for one batch.
@@ -126,15 +195,18 @@ def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
         4.0
     """
     label_tensors = labels_by_head(heads, labels)
+    heads = _with_guarded_losses(heads)  # a failing custom loss names its head
     terms: Dict[str, HeadTerms] = {}
     for head in heads.trained_heads:
         kind = kinds.get(head)
         with tf.name_scope(head.name):  # NAME_PATTERN names are valid scope names
             ready, mask = kind.prepare_labels(head, label_tensors[head.label_key])
             weights = _combine(mask, example_weights(head, features))
+            loss_weights = _combine(kind.class_example_weights(head, ready), weights)
             per_example = kind.per_example_loss(head, ready, outputs[head.name])
             terms[head.name] = HeadTerms(ready, weights, per_example,
-                                         losses.head_loss(per_example, weights))
+                                         losses.head_loss(per_example, loss_weights),
+                                         loss_weights)
     return terms
 
 

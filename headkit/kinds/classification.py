@@ -117,6 +117,13 @@ class Classification(Kind):
         with tf.control_dependencies([check]):
             return tf.identity(ids), mask
 
+    def class_example_weights(self, head: Head, labels: tf.Tensor) -> Optional[tf.Tensor]:
+        """The weight of each example's label class (``labels``: class ids from prepare_labels)."""
+        weights = head.class_weights
+        if weights is None:
+            return None
+        return tf.gather(tf.constant(weights, tf.float32), tf.reshape(labels, [-1]))
+
     # ------------------------------------------------------------------ outputs
 
     def predictions(self, head: Head, output: Any) -> Dict[str, tf.Tensor]:
@@ -155,11 +162,12 @@ class Classification(Kind):
 
     def metric_inputs(self, head: Head, metric: Optional[str], labels: tf.Tensor,
                       predictions: Mapping[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
-        """accuracy: class ids; auc, precision, recall: the probability of class 1;
+        """accuracy: class ids; the binary metrics (auc, auc_pr, precision, recall,
+        label_mean, prediction_mean, accuracy_baseline): ids and the probability of class 1;
         a Keras metric: ids ``[batch, 1]`` and probabilities ``[batch, n_classes]``."""
         if metric == "accuracy":
             return labels, tf.reshape(predictions["class_ids"], [-1])
-        if metric in ("auc", "precision", "recall"):
+        if metric is not None:  # the catalog's binary-only metrics
             return labels, predictions["probabilities"][:, 1]
         return labels[:, None], predictions["probabilities"]
 

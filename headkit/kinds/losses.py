@@ -40,12 +40,27 @@ def _huber(labels: tf.Tensor, predictions: tf.Tensor, delta: float = 1.0) -> tf.
     return tf.reduce_mean(0.5 * quadratic**2 + delta * (error - quadratic), axis=-1)
 
 
+def _sigmoid_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Sigmoid cross entropy per logit, averaged over the logits (MultiLabel, Logistic)."""
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.cast(labels, logits.dtype), logits=logits), axis=-1)
+
+
+def _log_poisson(labels: tf.Tensor, log_rates: tf.Tensor) -> tf.Tensor:
+    """``tf.nn.log_poisson_loss`` with its full loss (Stirling's term), as canned heads use."""
+    return tf.reduce_mean(tf.nn.log_poisson_loss(
+        targets=tf.cast(labels, log_rates.dtype), log_input=log_rates, compute_full_loss=True),
+        axis=-1)
+
+
 #: Loss registry: name -> ``(labels, outputs) -> per-example loss``.
 LOSSES: Dict[str, LossFn] = {
     "cross_entropy": _cross_entropy,
     "mse": _mse,
     "mae": _mae,
     "huber": _huber,
+    "sigmoid_cross_entropy": _sigmoid_cross_entropy,
+    "log_poisson": _log_poisson,
 }
 assert set(LOSSES) == set(catalog.LOSSES), "every catalog loss has one implementation"
 

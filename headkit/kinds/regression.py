@@ -40,6 +40,7 @@ class Regression(Kind):
     """
 
     name = "regression"
+    uncertainty_factor = 0.5
 
     def check_output(self, head: Head, output: Any) -> tf.Tensor:
         dimension = head.output.dimension
@@ -93,19 +94,19 @@ class Regression(Kind):
                                 flat=False)
         missing = head.missing_label
         if missing is None:
-            return labels, None
+            return _normalized(head, labels), None
         if isinstance(missing, float) and math.isnan(missing):
             absent = tf.math.is_nan(labels)
         else:
             absent = tf.equal(labels, float(missing))
         absent_rows = tf.reduce_any(absent, axis=1)
         mask = 1.0 - tf.cast(absent_rows, tf.float32)
-        labels = tf.where(absent_rows[:, None], tf.zeros_like(labels), labels)
+        labels = tf.where(absent_rows[:, None], tf.zeros_like(labels), _normalized(head, labels))
         return labels, mask
 
     def predictions(self, head: Head, output: Any) -> Dict[str, tf.Tensor]:
-        """``predictions`` ``[batch, dimension]``."""
-        return {"predictions": output}
+        """``predictions`` ``[batch, dimension]``, in the labels' units: ``output * std + mean``."""
+        return {"predictions": _in_label_units(head, output)}
 
     def natural_method(self, head: Head) -> str:
         return REGRESS if head.output.dimension == 1 else PREDICT
@@ -118,8 +119,24 @@ class Regression(Kind):
 
     def metric_inputs(self, head: Head, metric: Optional[str], labels: tf.Tensor,
                       predictions: Mapping[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
-        """Labels and predictions, both ``[batch, dimension]``, for every metric."""
-        return labels, predictions["predictions"]
+        """Labels and predictions, both ``[batch, dimension]`` in the labels' units."""
+        return _in_label_units(head, labels), predictions["predictions"]
+
+
+def _normalized(head: Head, labels: tf.Tensor) -> tf.Tensor:
+    """``(labels - mean) / std``: what the loss compares with the body's output."""
+    output = head.output
+    if not getattr(output, "is_normalized", False):  # Poisson and Logistic share these
+        return labels
+    return (labels - tf.constant(output.means, tf.float32)) / tf.constant(output.stds, tf.float32)
+
+
+def _in_label_units(head: Head, values: tf.Tensor) -> tf.Tensor:
+    """``values * std + mean``: normalised values (body output, loss labels) in label units."""
+    output = head.output
+    if not getattr(output, "is_normalized", False):  # Poisson and Logistic share these
+        return values
+    return values * tf.constant(output.stds, tf.float32) + tf.constant(output.means, tf.float32)
 
 
 KIND = Regression()

@@ -29,7 +29,8 @@ def export(model: Any, export_dir_base: str, **options: Any) -> str:
     Args:
         model: a trained ``hk.Estimator`` (or another backend's model).
         export_dir_base: the folder that receives the timestamped export.
-        **options: ``feature_spec``, ``checkpoint_path``, ``extra_manifest``.
+        **options: ``feature_spec``, ``checkpoint_path``, ``extra_manifest``, and
+            ``heads`` / ``default`` to export a subset of the heads.
 
     Example:
         >>> path = hk.export(estimator, "exports/penguins")  # doctest: +SKIP

@@ -76,13 +76,33 @@ def feature_spec_from_body(body: Body) -> Dict[str, tf.io.FixedLenFeature]:
     return spec_of_inputs(input_specs(body))
 
 
-def check_spec(spec: Mapping[str, Any]) -> None:
+def check_spec(spec: Mapping[str, Any],
+               inputs: Optional[Mapping[str, Any]] = None) -> None:
     """Refuse a feature spec entry a ``tf.Example`` cannot carry, naming the feature.
+
+    With the body's ``inputs`` (:func:`headkit.body.input_specs`), a
+    ``VarLenFeature`` for a dense Input is refused too: it parses to a
+    ``SparseTensor``, which the Input cannot take.
 
     Example:
         >>> check_spec({"x": tf.io.FixedLenFeature([1], tf.float32)})
     """
     for name, feature in spec.items():
+        reference = (inputs or {}).get(name)
+        if isinstance(feature, tf.io.VarLenFeature) and isinstance(reference, tf.TensorSpec):
+            raise ConfigError(
+                f"feature_spec[{name!r}]: a tf.io.VarLenFeature parses to a SparseTensor, but "
+                f"the body's Input {name!r} is dense, shape {reference.shape}. Pass "
+                f"tf.io.FixedLenFeature(shape, tf.{feature.dtype.name}) of the padded shape "
+                "instead (every tf.Example then carries that many values; a default_value "
+                "fills the missing ones)."
+            )
+        if reference is not None and (feature.dtype == tf.string) != (reference.dtype == tf.string):
+            raise ConfigError(
+                f"feature_spec[{name!r}]: dtype {feature.dtype.name}, but the body's Input "
+                f"{name!r} is {reference.dtype.name}; text and numbers do not convert. Use "
+                f"dtype tf.{_example_dtype(name, reference.dtype).name} for {name!r}."
+            )
         if not isinstance(feature, (tf.io.FixedLenFeature, tf.io.VarLenFeature)):
             raise ConfigTypeError(
                 f"feature_spec[{name!r}]: expected tf.io.FixedLenFeature or VarLenFeature "

@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 import tensorflow as tf
 
 from headkit.serving.contract import read_signature_defs
+from headkit.serving.loading import damaged_export
 from headkit.serving.manifest import read_manifest
 from headkit.spec.keys import DEFAULT_SIGNATURE
 
@@ -35,7 +36,8 @@ def describe_export(export_dir: str) -> Dict[str, Any]:
     if not os.path.isdir(export_dir):
         raise FileNotFoundError(f"{export_dir!r} is not a directory.")
     manifest = read_manifest(export_dir)
-    signature_defs = read_signature_defs(export_dir)
+    with damaged_export(export_dir, "saved_model.pb"):
+        signature_defs = read_signature_defs(export_dir)
     default_head = manifest.get("default_head")
     signatures: List[Dict[str, Any]] = []
     # TensorFlow 2 SavedModels carry an internal `__saved_model_init_op`; no client calls it.
@@ -55,6 +57,8 @@ def describe_export(export_dir: str) -> Dict[str, Any]:
         "default_head": default_head,
         "global_step": manifest.get("global_step"),
         "heads": [h["name"] for h in manifest["heads"]["heads"]],
+        "model_heads": manifest["model_heads"],
+        "passthrough": sorted(manifest["passthrough"]),
         "headkit_version": manifest.get("headkit_version"),
         "schema_version": manifest.get("schema_version"),
         "backend": manifest.get("backend", "estimator"),
@@ -94,12 +98,19 @@ def format_table(description: Dict[str, Any]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    heads = ", ".join(description["heads"])
+    model_heads = description.get("model_heads") or description["heads"]
+    if set(model_heads) != set(description["heads"]):
+        heads += f" (a subset of the model's {', '.join(model_heads)})"
     lines = [
         f"export: {description['export_dir']}",
-        f"heads: {', '.join(description['heads'])}   default head: "
+        f"heads: {heads}   default head: "
         f"{description['default_head']}   global step: {description['global_step']}",
-        "",
     ]
+    if description.get("passthrough"):
+        lines.append(f"pass-through features: {', '.join(description['passthrough'])} "
+                     "(in every predict signature)")
+    lines.append("")
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
     lines.append("")

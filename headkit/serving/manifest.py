@@ -1,8 +1,11 @@
 """The manifest: what headkit records in each export, where it lives, and reading it back.
 
 Written into every export as ``assets.extra/headkit.json``: a schema version,
-the heads, the default head, every signature with its inputs and outputs,
-the feature spec, the global step, the backend and the versions that wrote it.
+the exported heads and every head of the model (``model_heads``: more than
+the exported ones when an export serves a subset), the default head, every
+signature with its inputs and outputs, the feature spec, the pass-through
+features, the body's weight layout (what a warm start reads), the global
+step, the backend and the versions that wrote it.
 Exports of headkit 0.1.0 carry no ``schema_version``; they read as version 1.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from headkit.errors import ConfigError
 from headkit.spec import config
@@ -57,6 +60,8 @@ def read_manifest(export_dir: str) -> Dict[str, Any]:
             "edited. Export the model again."
         )
     manifest.setdefault("schema_version", 1)
+    manifest.setdefault("model_heads", [h.get("name") for h in _head_list(manifest)])
+    manifest.setdefault("passthrough", {})
     version = manifest["schema_version"]
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ConfigError(
@@ -64,6 +69,12 @@ def read_manifest(export_dir: str) -> Dict[str, Any]:
             f"headkit reads ({SCHEMA_VERSION}). Upgrade headkit to load this export."
         )
     return manifest
+
+
+def _head_list(manifest: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    heads = manifest.get("heads")
+    heads = heads.get("heads") if isinstance(heads, Mapping) else None
+    return [h for h in heads or [] if isinstance(h, Mapping)]
 
 
 def write_manifest(
@@ -75,11 +86,18 @@ def write_manifest(
     checkpoint: str,
     backend: str,
     extra_manifest: Optional[Mapping[str, Any]] = None,
+    *,
+    model_heads: Optional[Sequence[str]] = None,
+    passthrough: Optional[Mapping[str, Any]] = None,
+    body: Optional[Sequence[Mapping[str, Any]]] = None,
 ) -> None:
     """Write the manifest of an export being built in ``export_dir``.
 
-    ``signatures`` maps each key to its ``contract.Expected``; ``spec`` is the
-    feature spec as ``features.spec_to_dict`` writes it.
+    ``heads`` are the exported heads; ``model_heads`` every head's name of
+    the model (default: the exported ones). ``signatures`` maps each key to
+    its ``contract.Expected``; ``spec`` is the feature spec as
+    ``features.spec_to_dict`` writes it; ``passthrough`` the pass-through
+    features' dtypes and shapes; ``body`` the body's weight layout.
 
     Example:
         >>> write_manifest(temp_dir, heads, expected, spec, 200,
@@ -96,18 +114,22 @@ def write_manifest(
         "headkit_version": headkit.__version__,
         "tensorflow_version": tf.__version__,
         "backend": backend,
-        "heads": config.heads_to_dict(heads, strict=False),
+        "heads": config.headset_to_dict(heads, strict=False),
         "default_head": heads.default_head.name,
+        "model_heads": list(model_heads if model_heads is not None else heads.names),
         "signatures": {k: dict(e.signature.to_dict(), **{
             "inputs": sorted(e.inputs),
             "outputs": sorted(e.outputs or ()),
             "input_kind": e.signature.inputs,
         }) for k, e in signatures.items()},
         "feature_spec": dict(spec),
+        "passthrough": dict(passthrough or {}),
         "global_step": global_step,
         "checkpoint": os.path.basename(checkpoint),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if body is not None:
+        manifest["body"] = [dict(entry) for entry in body]
     manifest.update(extra_manifest or {})
     os.makedirs(os.path.join(export_dir, "assets.extra"), exist_ok=True)
     with open(os.path.join(export_dir, MANIFEST_PATH), "w") as handle:

@@ -8,7 +8,7 @@ built; early stopping and best exports read a metric's direction from it;
 from __future__ import annotations
 
 import difflib
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import attrs
 
@@ -34,14 +34,18 @@ class MetricInfo:
     """A registered metric.
 
     Attributes:
-        direction: ``"max"`` if higher is better, ``"min"`` if lower is.
+        direction: ``"max"`` if higher is better, ``"min"`` if lower is, None
+            if neither (it describes the labels or the predictions, not how
+            good the model is: early stopping and best exports refuse it
+            unless given ``mode=``).
         kinds: the output kinds that report it.
-        binary_only: it needs a two-class head (``n_classes=2``).
+        binary_only: the kinds among ``kinds`` whose heads must be binary
+            (``is_binary``: a two-class Classification) for it.
     """
 
-    direction: str
+    direction: Optional[str]
     kinds: Tuple[str, ...]
-    binary_only: bool = False
+    binary_only: Tuple[str, ...] = ()
 
 
 #: Loss name -> what it fits. A kind's default loss is the first one listing it.
@@ -50,17 +54,29 @@ LOSSES: Dict[str, LossInfo] = {
     "mse": LossInfo(("regression",)),
     "mae": LossInfo(("regression",)),
     "huber": LossInfo(("regression",)),
+    "sigmoid_cross_entropy": LossInfo(("multi_label", "logistic")),
+    "log_poisson": LossInfo(("poisson",)),
 }
 
+_BINARY = ("classification",)  # binary_only: a two-class Classification head
+_VALUES = ("regression", "poisson", "logistic")
+
 #: Metric name -> direction and kinds. ``loss`` is reported for every trained head.
+#: The names of tf.estimator's canned heads, with ``_`` for ``/`` (a metric name has
+#: no ``/``): ``auc_precision_recall`` is ``auc_pr``, ``label/mean`` is ``label_mean``.
 METRICS: Dict[str, MetricInfo] = {
     "accuracy": MetricInfo("max", ("classification",)),
-    "auc": MetricInfo("max", ("classification",), binary_only=True),
-    "precision": MetricInfo("max", ("classification",), binary_only=True),
-    "recall": MetricInfo("max", ("classification",), binary_only=True),
-    "mse": MetricInfo("min", ("regression",)),
-    "rmse": MetricInfo("min", ("regression",)),
-    "mae": MetricInfo("min", ("regression",)),
+    "auc": MetricInfo("max", ("classification", "multi_label"), binary_only=_BINARY),
+    "precision": MetricInfo("max", ("classification", "multi_label"), binary_only=_BINARY),
+    "recall": MetricInfo("max", ("classification", "multi_label"), binary_only=_BINARY),
+    "mse": MetricInfo("min", _VALUES),
+    "rmse": MetricInfo("min", _VALUES),
+    "mae": MetricInfo("min", _VALUES),
+    "auc_pr": MetricInfo("max", ("classification", "multi_label"), binary_only=_BINARY),
+    # Facts about the eval data and the predictions, not scores: no direction.
+    "accuracy_baseline": MetricInfo(None, ("classification",), binary_only=_BINARY),
+    "label_mean": MetricInfo(None, ("classification", *_VALUES), binary_only=_BINARY),
+    "prediction_mean": MetricInfo(None, ("classification", *_VALUES), binary_only=_BINARY),
 }
 
 
@@ -78,8 +94,8 @@ def metric_names(kind: str) -> Tuple[str, ...]:
     """The metric names a kind accepts.
 
     Example:
-        >>> metric_names("regression")
-        ('mse', 'rmse', 'mae')
+        >>> metric_names("poisson")
+        ('mse', 'rmse', 'mae', 'label_mean', 'prediction_mean')
     """
     return tuple(name for name, info in METRICS.items() if kind in info.kinds)
 
@@ -89,7 +105,9 @@ def metric_direction(metric: str, mode: str = "auto") -> str:
 
     ``mode="auto"`` looks the metric's short name (after ``<head>/``) up in
     :data:`METRICS`; ``loss`` goes down. A name the catalog does not know
-    (a Keras metric's own name) needs ``mode="min"`` or ``"max"``.
+    (a Keras metric's own name), or one it gives no direction
+    (``label_mean``, ``prediction_mean``, ``accuracy_baseline``), needs
+    ``mode="min"`` or ``"max"``.
 
     Example:
         >>> metric_direction("species/accuracy")
@@ -106,6 +124,13 @@ def metric_direction(metric: str, mode: str = "auto") -> str:
     short = split_key(metric)[1]
     if short == TOTAL_LOSS:
         return "min"
+    if short in METRICS and METRICS[short].direction is None:
+        raise ConfigError(
+            f"metric {metric!r}: {short!r} has no better direction: it describes the eval "
+            "labels or the predictions, not how good the model is, so mode='auto' cannot rank "
+            "by it. Pick a metric such as 'loss', or pass mode='min' or mode='max' if you "
+            "really mean to rank by it.", field="mode",
+        )
     if short in METRICS:
         return METRICS[short].direction
     known = [TOTAL_LOSS, *METRICS]

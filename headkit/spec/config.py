@@ -18,10 +18,12 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, Union
 
 from headkit.errors import ConfigError, ConfigTypeError
+from headkit.spec import weighting
 from headkit.spec.head import Head
 from headkit.spec.output_types import OUTPUT_TYPES
 
-__all__ = ["heads_to_dict", "heads_from_dict", "read_file", "callable_ref", "resolve_callable"]
+__all__ = ["heads_to_dict", "heads_from_dict", "headset_to_dict", "headset_options_from_dict",
+           "read_file", "callable_ref", "resolve_callable"]
 
 _HEAD_FIELDS = (
     "name",
@@ -33,7 +35,11 @@ _HEAD_FIELDS = (
     "label_key",
     "missing_label",
     "weight_column",
+    "class_weight",
 )
+#: The HeadSet's own keys beside ``heads``, each a name or a table with a ``type``.
+_OPTIONS = {"loss_weighting": weighting.LOSS_WEIGHTINGS,
+            "gradient_surgery": weighting.GRADIENT_SURGERIES}
 T = TypeVar("T")
 #: What callers pass to resolve ``{"callable": name}`` entries: name -> object.
 CustomObjects = Optional[Mapping[str, Any]]
@@ -55,6 +61,70 @@ def heads_to_dict(heads: Iterable[Head], strict: bool = True) -> Dict[str, Any]:
     return {"heads": [_head_to_dict(h, strict) for h in heads]}
 
 
+def headset_to_dict(headset: Any, strict: bool = True) -> Dict[str, Any]:
+    """A HeadSet's dict: its heads, then ``loss_weighting`` and ``gradient_surgery`` when set.
+
+    The defaults (``"fixed"``, no surgery) are left out, so a HeadSet without
+    them writes what headkit 0.1.0 wrote.
+
+    Example:
+        >>> from headkit.spec.headset import HeadSet
+        >>> from headkit.spec.output_types import Regression
+        >>> heads = HeadSet([Head("y", Regression())], loss_weighting="uncertainty")
+        >>> headset_to_dict(heads)["loss_weighting"]
+        {'type': 'uncertainty'}
+    """
+    data = heads_to_dict(headset.heads, strict)
+    if headset.loss_weighting.is_learned:
+        data["loss_weighting"] = headset.loss_weighting.to_dict()
+    if headset.gradient_surgery is not None:
+        data["gradient_surgery"] = headset.gradient_surgery.to_dict()
+    return data
+
+
+def headset_options_from_dict(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """``loss_weighting`` and ``gradient_surgery`` of a HeadSet dict, built; errors name the path.
+
+    Each is a name (``loss_weighting = "uncertainty"``) or a table with a
+    ``type`` and the object's fields (``{type = "dynamic_weight_average",
+    temperature = 2.0}``).
+
+    Example:
+        >>> headset_options_from_dict({"loss_weighting": {"type": "dynamic_weight_average",
+        ...                                               "period": 50}})
+        {'loss_weighting': DynamicWeightAverage(temperature=2.0, period=50)}
+    """
+    options = {}
+    for key, registry in _OPTIONS.items():
+        if key in data and data[key] is not None:
+            options[key] = _option_from_dict(data[key], key, registry)
+    return options
+
+
+def _option_from_dict(raw: Any, where: str, registry: Mapping[str, type]) -> Any:
+    if isinstance(raw, str):
+        return raw  # the HeadSet looks the name up, and names the known ones
+    if not isinstance(raw, Mapping) or "type" not in raw:
+        raise ConfigTypeError(
+            f"{where} must be a name ({', '.join(map(repr, registry))}) or a table with a "
+            f"'type' (got {raw!r}); e.g. {where} = {next(iter(registry))!r}.", field=where)
+    kind = raw["type"]
+    if kind not in registry:
+        close = difflib.get_close_matches(str(kind), list(registry), n=1)
+        raise ConfigError(
+            f"{where}.type: unknown name {kind!r}. Known names: "
+            f"{', '.join(map(repr, registry))}." + (f" Did you mean {close[0]!r}?" if close
+                                                    else ""), field=f"{where}.type")
+    cls = registry[kind]
+    import attrs
+
+    _reject_unknown(raw, ["type", *(f.name for f in attrs.fields(cls))], where)
+    try:
+        return cls(**{k: v for k, v in raw.items() if k != "type"})
+    except ConfigError as error:
+        raise _with_path(error, where) from error
+
+
 def heads_from_dict(data: Mapping[str, Any], custom_objects: CustomObjects = None) -> List[Head]:
     """The heads of a dict such as ``HeadSet.to_dict`` writes; errors name the field's path.
 
@@ -67,7 +137,7 @@ def heads_from_dict(data: Mapping[str, Any], custom_objects: CustomObjects = Non
         raise ConfigTypeError(
             f"A HeadSet dict must be a mapping with a 'heads' list (got {type(data).__name__})."
         )
-    _reject_unknown(data, ("heads",), "the top level")
+    _reject_unknown(data, ("heads", *_OPTIONS), "the top level")
     if "heads" not in data:
         raise ConfigError("A HeadSet dict needs a 'heads' list (got keys: "
                           f"{sorted(data)!r}).", field="heads")
@@ -224,7 +294,7 @@ def _head_to_dict(head: Head, strict: bool = True) -> Dict[str, Any]:
     loss = head.loss
     if loss is not None and not isinstance(loss, str):
         loss = callable_ref(loss, "loss", head.name, strict)
-    return {
+    data = {
         "name": head.name,
         "output": head.output.to_dict(),
         "loss": loss,
@@ -235,6 +305,9 @@ def _head_to_dict(head: Head, strict: bool = True) -> Dict[str, Any]:
         "missing_label": head.missing_label,
         "weight_column": head.weight_column,
     }
+    if head.class_weight is not None:  # written when set, so older dicts stay as they were
+        data["class_weight"] = {str(k): v for k, v in head.class_weight.items()}
+    return data
 
 
 def _keras_metric(raw: Mapping[str, Any], where: str) -> Any:
@@ -323,6 +396,26 @@ def _output_from_dict(raw: Any, where: str) -> Any:
         raise _with_path(error, where) from error
 
 
+def _class_weight_from_dict(raw: Any, output: Any, where: str) -> Any:
+    """A file's class weights: keys are strings, so a head without a vocabulary gets int ids."""
+    if not isinstance(raw, Mapping):
+        raise ConfigTypeError(
+            f"{where} must be a table of class -> weight (got {raw!r}); e.g. "
+            '{ Adelie = 1.0, Chinstrap = 2.0 }, or { "0" = 1.0, "1" = 3.0 } by class id.')
+    if getattr(output, "vocabulary", "") is not None:
+        return dict(raw)  # class names (or an output that takes none: the Head says so)
+    weights = {}
+    for key, value in raw.items():
+        text = str(key)
+        if not (text.isdigit() or (isinstance(key, int) and not isinstance(key, bool))):
+            raise ConfigError(
+                f"{where}: the head has no vocabulary, so classes are ids 0..."
+                f"{getattr(output, 'n_classes', 1) - 1} (got {key!r}). Write \"0\" = 1.0, or "
+                "give the output a vocabulary.")
+        weights[int(text)] = value
+    return weights
+
+
 def _head_from_dict(raw: Any, where: str, custom_objects: CustomObjects) -> Head:
     if not isinstance(raw, Mapping):
         raise ConfigTypeError(f"{where} must be a table of head fields (got {raw!r}).")
@@ -346,6 +439,10 @@ def _head_from_dict(raw: Any, where: str, custom_objects: CustomObjects) -> Head
     )
     if kwargs.get("label_key") is None:
         kwargs.pop("label_key", None)
+    class_weight = raw.get("class_weight")
+    if class_weight is not None:
+        kwargs["class_weight"] = _class_weight_from_dict(class_weight, kwargs["output"],
+                                                         where + ".class_weight")
     try:
         return Head(**kwargs)
     except ConfigError as error:

@@ -14,6 +14,7 @@ __all__ = [
     "NAME_PATTERN",
     "RESERVED_NAMES",
     "TOTAL_LOSS",
+    "LOSS_WEIGHT",
     "PREDICT_SIGNATURE",
     "DEFAULT_SIGNATURE",
     "join_key",
@@ -26,6 +27,8 @@ __all__ = [
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 #: The key of the weighted total loss in ``evaluate()`` results.
 TOTAL_LOSS = "loss"
+#: A head's weight in the total under a learned loss weighting: ``"<head>/loss_weight"``.
+LOSS_WEIGHT = "loss_weight"
 #: The signature holding every head's tensors as ``<head>/<key>``.
 PREDICT_SIGNATURE = "predict"
 #: TensorFlow Serving's default signature key.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-__all__ = ["as_int", "as_float", "as_bool"]
+__all__ = ["as_int", "as_float", "as_bool", "plain"]
 
 
 def as_int(value: Any) -> Any:
@@ -55,3 +55,16 @@ def as_bool(value: Any) -> Any:
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool") and hasattr(
         value, "dtype")
+
+
+def plain(value: Any) -> Any:
+    """A NumPy scalar as the Python number it holds, for messages (NumPy 2 reprs name the type).
+
+    Example:
+        >>> import numpy as np
+        >>> repr(plain(np.float64(2.5)))
+        '2.5'
+    """
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()
+    return value

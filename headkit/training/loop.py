@@ -11,6 +11,7 @@ the protocol by :func:`generic_loop`.
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import os
 from typing import Any, Callable, Optional, Sequence
@@ -20,6 +21,7 @@ import attrs
 from headkit.errors import ConfigError, ConfigTypeError
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import TOTAL_LOSS
+from headkit.spec.scalars import as_int
 from headkit.training.monitor import Monitor
 from headkit.training.progress import ProgressDisplay
 from headkit.training.protocol import LoopPlan
@@ -44,7 +46,66 @@ def _check_metric(what: str, metric: str, heads: HeadSet) -> None:
         )
 
 
-def _check_arguments(estimator, eval_input_fn, max_steps, eval_every, early_stopping, export):
+_UNKNOWN = object()
+
+
+def _endless_dataset(input_fn: Callable, estimator: Any) -> bool:
+    """Whether an input_fn's dataset repeats forever, read by calling it once, eagerly.
+
+    Only when that is cheap and safe: outside a graph, with no argument but
+    those tf.estimator passes by name. Any failure means "cannot tell" (False).
+    """
+    try:
+        import tensorflow as tf  # not at module level: headkit.training loads without it
+    except ImportError:  # pragma: no cover
+        return False
+    if not tf.executing_eagerly():
+        return False
+    passed = {"mode": "eval", "params": {}, "config": getattr(estimator, "config", None),
+              "input_context": None}
+    try:
+        parameters = inspect.signature(input_fn).parameters
+    except (TypeError, ValueError):
+        return False
+    kwargs = {}
+    for name, parameter in parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if name in passed:
+            kwargs[name] = passed[name]
+        elif parameter.default is parameter.empty:
+            return False
+    try:
+        dataset = input_fn(**kwargs)
+        return isinstance(dataset, tf.data.Dataset) and (
+            int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY))
+    except Exception:  # the user's input_fn: it will be called again, and fail there
+        return False
+
+
+def _check_eval_ends(estimator: Any, eval_input_fn: Optional[Callable],
+                     eval_steps: Optional[int]) -> None:
+    """An evaluation without eval_steps reads its input to the end: refuse one that has none."""
+    if eval_input_fn is None or eval_steps is not None:
+        return
+    epochs = getattr(eval_input_fn, "headkit_num_epochs", _UNKNOWN)  # hk.input_fn sets it
+    if epochs is _UNKNOWN:
+        endless = _endless_dataset(eval_input_fn, estimator)
+        what = "its dataset repeats forever (a .repeat() with no count?)"
+    else:
+        endless = epochs is None
+        what = "it was made with num_epochs=None, which repeats forever"
+    if endless:
+        raise ConfigError(
+            f"eval_input_fn never ends: {what}, and eval_steps is None, so the first "
+            "evaluation would read it forever and training would hang. Make the evaluation "
+            "input end (hk.input_fn(..., num_epochs=1), the default, or no .repeat()), or pass "
+            "eval_steps=N to evaluate N batches.", field="eval_input_fn",
+        )
+
+
+def _check_arguments(estimator, eval_input_fn, max_steps, eval_every, early_stopping, export,
+                     eval_steps=None):
     heads = getattr(estimator, "heads", None)
     lacking = [name for name in _PROTOCOL if not hasattr(estimator, name)]
     if not isinstance(heads, HeadSet) or lacking:
@@ -54,9 +115,14 @@ def _check_arguments(estimator, eval_input_fn, max_steps, eval_every, early_stop
             + (f", which lacks {lacking!r}" if lacking else "") + "). Build it with "
             "hk.Estimator(body, heads).", field="model",
         )
-    for name, value in (("max_steps", max_steps), ("eval_every", eval_every)):
+    for name, value in (("max_steps", max_steps), ("eval_every", eval_every),
+                        ("eval_steps", eval_steps)):
+        if name == "eval_steps" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"train_and_evaluate: {name} must be an int >= 1 (got {value!r}).",
+            got = repr(value) if type(value) in (int, float) else (
+                f"{value!r}, a {type(value).__name__}")
+            raise ConfigError(f"train_and_evaluate: {name} must be an int >= 1 (got {got}).",
                               field=name)
     if early_stopping is not None:
         if not isinstance(early_stopping, EarlyStopping):
@@ -82,6 +148,11 @@ def _check_arguments(estimator, eval_input_fn, max_steps, eval_every, early_stop
                                   field="export")
         if export.metric is not None:
             _check_metric("BestExport", export.metric, heads)
+        if export.heads is not None or export.default is not None:
+            try:
+                heads.select(export.heads, export.default)
+            except ConfigError as error:
+                raise type(error)(f"BestExport: {error}", field=error.field) from None
         if export.keep and eval_input_fn is None:
             raise ConfigError(
                 f"BestExport(keep={export.keep}) ranks evaluations, but eval_input_fn is None. "
@@ -129,7 +200,8 @@ def train_and_evaluate(
             (:class:`headkit.training.protocol.Backend`).
         train_input_fn: the training input (repeat it; ``max_steps`` ends training).
         eval_input_fn: the evaluation input; it must end (no ``repeat()``)
-            unless ``eval_steps`` is given. Required by early stopping.
+            unless ``eval_steps`` is given: one that never ends is refused
+            before training. Required by early stopping.
         max_steps: the global step to train to.
         eval_every: steps between evaluations (and checkpoints).
         early_stopping: an :class:`EarlyStopping` rule, or None.
@@ -152,12 +224,17 @@ def train_and_evaluate(
         ...     export=hk.BestExport(keep=3))  # doctest: +SKIP
         >>> result.stop_reason, result.best_export  # doctest: +SKIP
     """
-    _check_arguments(estimator, eval_input_fn, max_steps, eval_every, early_stopping, export)
+    # NumPy integers (np.int64(3000), read from a config array) are integers.
+    max_steps, eval_every, eval_steps = as_int(max_steps), as_int(eval_every), as_int(eval_steps)
+    _check_arguments(estimator, eval_input_fn, max_steps, eval_every, early_stopping, export,
+                     eval_steps)
     if not (progress is True or progress is False or progress is None
             or callable(getattr(progress, "write", None))):
         raise ConfigTypeError(
-            f"progress must be True, False or a stream with write() (got {progress!r}).",
-            field="progress")
+            f"progress must be True, False or a stream with write() (got {progress!r}). Use "
+            "progress=True for a progress line on stderr, progress=False for none, or "
+            "progress=sys.stdout.", field="progress")
+    _check_eval_ends(estimator, eval_input_fn, eval_steps)
     ranking = _ranking(early_stopping, export)
     if export is not None and export.metric is None:
         export = attrs.evolve(export, metric=ranking[0], mode=ranking[1])

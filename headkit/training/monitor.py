@@ -134,10 +134,16 @@ class Monitor:
             feature_spec=self.export.feature_spec, checkpoint_path=checkpoint_path,
             extra_manifest={"best_export": {"metric": metric, "mode": direction, "value": value,
                                             "step": step, "metrics": metrics}},
+            **self._subset(),
         )
         kept.insert(rank, {"path": path, "step": step, "value": value})
         self.state["best_exports"]["kept"] = kept[: self.export.keep]
         return path, kept[self.export.keep:]
+
+    def _subset(self) -> Dict[str, Any]:
+        """``heads=`` and ``default=`` for the exports, when the rule names a subset."""
+        options = {"heads": self.export.heads, "default": self.export.default}
+        return {k: v for k, v in options.items() if v is not None}
 
     def export_base(self) -> str:
         """Where exports go: ``BestExport.export_dir_base`` or ``<model_dir>/export``."""
@@ -167,6 +173,7 @@ class Monitor:
             os.path.join(self.export_base(), "final"),
             feature_spec=self.export.feature_spec, checkpoint_path=checkpoint_path,
             extra_manifest={"final_export": {"step": step, "metrics": latest}},
+            **self._subset(),
         )
         self.state["final_export"] = {"path": path, "step": step}
         self.save()

@@ -5,11 +5,17 @@ the HeadSet, the body's layer structure (class and weight shapes of each
 layer) and the backend that trains it. A rerun is checked against it before anything is written:
 
 - fatal: head names, kinds, ``n_classes``/vocabulary/dimension, ``label_key``,
-  and the body's layers and shapes. Restoring the checkpoints would put one
-  model's weights into another, so :class:`~headkit.errors.RecordMismatchError`
-  names each difference and the ways out (a new model_dir, or a warm start);
-- logged: metrics, ``weight``, ``loss``, ``missing_label``, ``weight_column``
-  and ``is_default``, which change no weight.
+  turning a regression's normalisation on or off, ``loss_weighting`` (its
+  variables live in the checkpoints), and the body's layers and shapes.
+  Restoring the checkpoints would put one model's weights into another, so
+  :class:`~headkit.errors.RecordMismatchError` names each difference and the
+  ways out (a new model_dir, or a warm start);
+- logged: metrics, ``weight``, ``loss``, ``missing_label``, ``weight_column``,
+  ``class_weight``, ``is_default`` and ``gradient_surgery``, which change no
+  weight;
+- recorded wins: a regression's ``mean`` and ``std`` (computed from the
+  labels, they move with the data). The body learned the recorded ones, so
+  :func:`recorded_heads` gives the rerun those, and logs the difference.
 
 A model_dir of headkit 0.1.0 has no record: its training record's head names
 are checked instead, and the record is written by the next training run.
@@ -23,6 +29,7 @@ import os
 import tempfile
 from typing import Any, Dict, List, Optional
 
+import attrs
 import tensorflow as tf
 
 from headkit.body import Body, instantiate_body
@@ -30,20 +37,35 @@ from headkit.errors import ConfigError, RecordMismatchError
 from headkit.spec import config
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import TOTAL_LOSS, split_key
+from headkit.training.layout import GRAPH_KEYS, OBJECT_KEYS, body_layout
 from headkit.training.state import STATE_FILE
-from headkit.training.weights import body_structure
 
 __all__ = ["RECORD_FILE", "RECORD_SCHEMA", "model_record", "read_record", "check_model_dir",
-           "write_record"]
+           "write_record", "key_style", "recorded_heads"]
 
 #: The record of what a model_dir was trained with.
 RECORD_FILE = "headkit_model.json"
 #: Its schema version; a newer one is refused.
 RECORD_SCHEMA = 1
 _LOGGED_HEAD_FIELDS = ("loss", "metrics", "weight", "missing_label", "weight_column",
-                       "is_default")
+                       "class_weight", "is_default")
+#: What the body's record must keep for a model_dir to be the same model.
+_BODY_FIELDS = ("class", "shapes", "head")
+#: Output fields computed from the labels: on a rerun the recorded values are used.
+_STATISTICS = ("mean", "std")
+_FIXED = {"type": "fixed"}
 
 logger = logging.getLogger("headkit")
+
+
+def key_style(backend: str) -> str:
+    """How ``backend``'s checkpoints and exports name the body's weights (see ``layout``).
+
+    Example:
+        >>> key_style("keras"), key_style("estimator")
+        ('object', 'graph')
+    """
+    return OBJECT_KEYS if backend == "keras" else GRAPH_KEYS
 
 
 def model_record(heads: HeadSet, body: Body, backend: str = "estimator",
@@ -52,7 +74,9 @@ def model_record(heads: HeadSet, body: Body, backend: str = "estimator",
 
     ``model`` is the body already built (the Keras backend builds it eagerly:
     a Keras 2 model built inside a ``tf.Graph`` afterwards would invalidate it);
-    without it the body is built in a scratch graph.
+    without it the body is built in a scratch graph. Each weighted layer of
+    ``body`` lists its class, shapes, owner head and the checkpoint key of
+    each weight (``headkit.training.layout``).
 
     Example:
         >>> model_record(heads, build_body)["schema_version"]  # doctest: +SKIP
@@ -60,18 +84,21 @@ def model_record(heads: HeadSet, body: Body, backend: str = "estimator",
     """
     import headkit
 
+    style = key_style(backend)
     if model is not None:
-        layers = body_structure(model, heads, with_values=False)
+        layout = body_layout(model, heads, style)
     else:
         with tf.Graph().as_default():
-            layers = body_structure(instantiate_body(body), heads, with_values=False)
+            layout = body_layout(instantiate_body(body), heads, style)
     return {
         "schema_version": RECORD_SCHEMA,
         "headkit_version": headkit.__version__,
         "backend": backend,
         "heads": config.heads_to_dict(heads, strict=False)["heads"],
-        "body": [{"class": layer.class_name, "shapes": [list(s) for s in layer.shapes],
-                  "head": layer.owner} for layer in layers],
+        "loss_weighting": heads.loss_weighting.to_dict(),
+        "gradient_surgery": (None if heads.gradient_surgery is None
+                             else heads.gradient_surgery.to_dict()),
+        "body": layout,
     }
 
 
@@ -129,9 +156,15 @@ def _head_differences(old: List[Dict[str, Any]], new: List[Dict[str, Any]]):
         before, after = old_by_name[name], new_by_name[name]
         old_output, new_output = before.get("output") or {}, after.get("output") or {}
         for field in sorted(set(old_output) | set(new_output), key=lambda f: f != "type"):
+            if field in _STATISTICS:
+                continue
             if old_output.get(field) != new_output.get(field):
                 fatal.append(f"head {name!r}: {field} {old_output.get(field)!r} -> "
                              f"{new_output.get(field)!r}")
+        if _normalized(old_output) != _normalized(new_output):
+            fatal.append(f"head {name!r}: normalised targets "
+                         f"{_statistics(old_output) or 'none'} -> "
+                         f"{_statistics(new_output) or 'none'}")
         if before.get("label_key") != after.get("label_key"):
             fatal.append(f"head {name!r}: label_key {before.get('label_key')!r} -> "
                          f"{after.get('label_key')!r}")
@@ -142,6 +175,50 @@ def _head_differences(old: List[Dict[str, Any]], new: List[Dict[str, Any]]):
     return fatal, logged
 
 
+def _normalized(output: Dict[str, Any]) -> bool:
+    return any(output.get(field) is not None for field in _STATISTICS)
+
+
+def _statistics(output: Dict[str, Any]) -> Dict[str, Any]:
+    return {f: output[f] for f in _STATISTICS if output.get(f) is not None}
+
+
+def recorded_heads(model_dir: Optional[str], heads: HeadSet) -> HeadSet:
+    """``heads`` with each regression's ``mean`` and ``std`` as ``model_dir``'s record has them.
+
+    Statistics computed from labels move with the data (another split, new
+    rows), but the body's weights learned the recorded ones: a rerun uses
+    those, and the difference is logged. A head that turns normalisation on
+    or off is left as it is, for :func:`check_model_dir` to refuse.
+
+    Example:
+        >>> heads = recorded_heads("runs/penguins", heads)  # doctest: +SKIP
+    """
+    previous = read_record(model_dir) if model_dir and os.path.isdir(model_dir) else None
+    if previous is None:
+        return heads
+    recorded = {h.get("name"): h.get("output") or {} for h in previous.get("heads", [])}
+    changed = []
+    for head in heads.trained_heads:
+        old, output = recorded.get(head.name), head.output
+        if old is None or old.get("type") != output.kind or not hasattr(output, "is_normalized"):
+            continue
+        new = output.to_dict()
+        if _normalized(old) and _normalized(new) and _statistics(old) != _statistics(new):
+            logger.warning(
+                "headkit: %s: head %r: normalisation statistics %s differ from the recorded "
+                "%s, which the model learned: the recorded ones are used. To use new ones, "
+                "train in a new model_dir.", model_dir, head.name, _statistics(new),
+                _statistics(old))
+            changed.append((head.name, attrs.evolve(output, mean=old.get("mean"),
+                                                    std=old.get("std"))))
+    if not changed:
+        return heads
+    outputs = dict(changed)
+    return attrs.evolve(heads, heads=[
+        attrs.evolve(h, output=outputs[h.name]) if h.name in outputs else h for h in heads])
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equality where NaN equals NaN (a missing_label of NaN reads back as NaN)."""
     return a == b or (a != a and b != b)
@@ -149,7 +226,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _body_difference(old: List[Dict[str, Any]], new: List[Dict[str, Any]]) -> Optional[str]:
     for index, (before, after) in enumerate(zip(old, new)):
-        if before != after:
+        if any(before.get(f) != after.get(f) for f in _BODY_FIELDS):
             return (f"body layer {index}: {before['class']} {before['shapes']} -> "
                     f"{after['class']} {after['shapes']}")
     if len(old) != len(new):
@@ -205,6 +282,12 @@ def check_model_dir(model_dir: Optional[str], heads: HeadSet, body: Body,
         logged: List[str] = []
     else:
         fatal, logged = _head_differences(previous["heads"], record["heads"])
+        old_weighting = previous.get("loss_weighting") or _FIXED  # older records: fixed
+        if old_weighting != record["loss_weighting"]:
+            fatal.append(f"loss_weighting {old_weighting!r} -> {record['loss_weighting']!r}")
+        if previous.get("gradient_surgery") != record["gradient_surgery"]:
+            logged.append(f"gradient_surgery {previous.get('gradient_surgery')!r} -> "
+                          f"{record['gradient_surgery']!r}")
         body_change = _body_difference(previous["body"], record["body"])
         if body_change:
             fatal.append(body_change)

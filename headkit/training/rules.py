@@ -10,14 +10,14 @@ among the kept exports. No TensorFlow, no files: the state file is
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
 from headkit.errors import ConfigError, ConfigTypeError
 from headkit.spec.catalog import MODES, metric_direction
 from headkit.spec.keys import TOTAL_LOSS
-from headkit.spec.scalars import as_bool, as_float, as_int
+from headkit.spec.scalars import as_bool, as_float, as_int, plain
 
 __all__ = ["EarlyStopping", "BestExport", "better", "count_evaluation", "export_rank",
            "new_count", "is_stopped"]
@@ -45,10 +45,20 @@ def _int_at_least(low: int) -> Callable[[Any, Any, Any], None]:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(
                 f"{type(instance).__name__}.{attribute.name} must be an int >= {low} "
-                f"(got {value!r}).", field=attribute.name,
+                f"(got {plain(value)!r}).", field=attribute.name,
             )
 
     return check
+
+
+def _head_names(value: Any) -> Optional[Tuple[str, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value) or not value:
+        raise ConfigTypeError(
+            f"BestExport.heads must be a non-empty list of head names (got {value!r}); e.g. "
+            "heads=['species', 'sex'].", field="heads")
+    return tuple(value)
 
 
 @attrs.frozen
@@ -112,10 +122,15 @@ class BestExport:
         final: also export the last checkpoint at the end.
         export_dir_base: default ``<model_dir>/export``.
         feature_spec: passed to the export; default read from the body.
+        heads: export these heads only (a subset export); default every head.
+        default: the head behind ``serving_default`` of each export; required
+            when the HeadSet's default head is not among ``heads``.
 
     Example:
         >>> BestExport("species/accuracy", keep=2).keep
         2
+        >>> BestExport(keep=1, heads=["species", "sex"], default="species").heads
+        ('species', 'sex')
     """
 
     metric: Optional[str] = None
@@ -124,9 +139,16 @@ class BestExport:
     final: bool = attrs.field(default=True, converter=as_bool)
     export_dir_base: Optional[str] = None
     feature_spec: Optional[Mapping[str, Any]] = attrs.field(default=None, eq=False)
+    heads: Optional[Tuple[str, ...]] = attrs.field(default=None, converter=_head_names)
+    default: Optional[str] = None
 
     def __attrs_post_init__(self) -> None:
         _check_mode(self)
+        if self.default is not None and (not isinstance(self.default, str) or (
+                self.heads is not None and self.default not in self.heads)):
+            raise ConfigError(
+                f"BestExport.default={self.default!r} must be one of the exported heads "
+                f"{list(self.heads or ())!r}: it serves 'serving_default'.", field="default")
         if self.metric is not None:
             _metric_name(self, None, self.metric)
             metric_direction(self.metric, self.mode)

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 import tensorflow as tf
 
-from headkit.body import Body, instantiate_body, outputs_by_head
+from headkit.body import KERAS_MAJOR, Body, instantiate_body, outputs_by_head
 from headkit.errors import ConfigError
 from headkit.spec.headset import HeadSet
 
@@ -25,6 +25,7 @@ __all__ = ["Shape", "LayerWeights", "WeightRecord", "WeightMatch", "body_structu
 #: The shape of one weight, e.g. ``(4, 8)`` for a kernel.
 Shape = Tuple[int, ...]
 
+_SAME_SHARED = "same class and shapes"
 _FIX_SHARED = ("Use the same body as the source, or train from scratch in a new model_dir "
                "(no warm start).")
 
@@ -101,11 +102,15 @@ class WeightRecord:
 class WeightMatch:
     """The weights to set on a target model, and a record of every target layer.
 
+    The warm-start report: ``hk.Estimator(...).warm_start_report`` and
+    ``hk.KerasModel(...).warm_start_report`` are one.
+
     Attributes:
         assignments: target layer index -> the numpy arrays for ``layer.set_weights``.
         restored: the target layers that receive source weights.
         skipped: the target layers that keep their fresh weights, each with the reason.
         dropped_heads: source heads that no target head takes weights from.
+        source: where the weights come from, as the report names it (or None).
 
     Example:
         >>> match = WeightMatch(assignments={}, restored=(), skipped=(), dropped_heads=("old",))
@@ -119,14 +124,31 @@ class WeightMatch:
     restored: Tuple[WeightRecord, ...] = attrs.field(converter=tuple)
     skipped: Tuple[WeightRecord, ...] = attrs.field(converter=tuple)
     dropped_heads: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    source: Optional[str] = None
+
+    @property
+    def restored_heads(self) -> Tuple[str, ...]:
+        """The target heads whose layers took the source's weights."""
+        return tuple(dict.fromkeys(r.owner for r in self.restored if r.owner is not None))
+
+    @property
+    def fresh_heads(self) -> Tuple[str, ...]:
+        """The target heads whose layers start fresh (new, renamed or reshaped heads)."""
+        return tuple(dict.fromkeys(r.owner for r in self.skipped if r.owner is not None))
 
     def report(self) -> str:
-        """A few lines for the log: counts, then each skipped layer and each unused head."""
-        lines = [f"Restored {len(self.restored)} weighted layer(s), skipped {len(self.skipped)}."]
+        """Lines for the log: counts, each restored and skipped layer (with why), unused heads."""
+        counts = f"restored {len(self.restored)} weighted layer(s), skipped {len(self.skipped)}."
+        lines = [f"Warm start from {self.source}: {counts}" if self.source
+                 else counts[0].upper() + counts[1:]]
+        lines += [f"  restored {record}" for record in self.restored]
         lines += [f"  skipped {record}" for record in self.skipped]
         if self.dropped_heads:
             lines.append(f"Source head(s) not used: {', '.join(map(repr, self.dropped_heads))}.")
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
 
 
 def _outputs_by_head(model: tf.keras.Model, heads: HeadSet) -> Dict[str, Any]:
@@ -219,13 +241,21 @@ def checkpoint_weights(body: Body, heads: HeadSet,
 
     Raises:
         ConfigError: the checkpoint cannot be read, or lacks (or has another shape
-            for) a variable of the body.
+            for) a variable of the body; or this is Keras 3, which cannot name the
+            variables as the Estimator's tf.keras 2 graph did (read it on TensorFlow 2.15).
 
     Example:
         >>> source = checkpoint_weights(build_body, heads, "runs/estimator")  # doctest: +SKIP
         >>> target = body_structure(keras_model, heads)  # doctest: +SKIP
         >>> apply_weights(keras_model, match_weights(source, target))  # doctest: +SKIP
     """
+    if KERAS_MAJOR >= 3:
+        raise ConfigError(
+            f"checkpoint {checkpoint_path!r}: a tf.estimator checkpoint names each variable as "
+            "tf.keras 2 named it in the Estimator's graph, and Keras 3 (TensorFlow "
+            f"{tf.__version__}) builds other names. Read it on TensorFlow 2.15 with "
+            "headkit[estimator]: hk.KerasModel.from_estimator there, then export (exports "
+            "load on every TensorFlow headkit supports).", field="checkpoint_path")
     try:
         reader = tf.train.load_checkpoint(checkpoint_path)
     except (ValueError, tf.errors.OpError) as error:
@@ -290,7 +320,8 @@ def _head_mismatch(origin: str, source: Optional[List[LayerWeights]],
 
 
 def match_weights(source: Sequence[LayerWeights], target: Sequence[LayerWeights],
-                  head_map: Optional[Mapping[str, str]] = None) -> WeightMatch:
+                  head_map: Optional[Mapping[str, str]] = None,
+                  source_name: Optional[str] = None) -> WeightMatch:
     """Which source values go to which target layers, by structure.
 
     Shared-body layers are matched in order and must agree in class and shapes.
@@ -302,6 +333,7 @@ def match_weights(source: Sequence[LayerWeights], target: Sequence[LayerWeights]
         source: the old body's layers, with values.
         target: the new body's layers (values are not needed).
         head_map: ``{"<new head>": "<old head>"}`` for renamed heads.
+        source_name: where the source weights come from, for the report and errors.
 
     Raises:
         ConfigError: the shared bodies differ (the first mismatched layer is
@@ -312,6 +344,8 @@ def match_weights(source: Sequence[LayerWeights], target: Sequence[LayerWeights]
         ...                       head_map={"mass": "body_mass_g"})  # doctest: +SKIP
         >>> print(match.report())  # doctest: +SKIP
         Restored 5 weighted layer(s), skipped 1.
+          restored layer 1 'dense' (shared body): same class and shapes
+          ...
           skipped layer 6 'flag' (head 'flag'): new head
     """
     missing = [layer.describe() for layer in source if layer.values is None]
@@ -333,12 +367,13 @@ def match_weights(source: Sequence[LayerWeights], target: Sequence[LayerWeights]
         same = old and new and (old.class_name, old.shapes) == (new.class_name, new.shapes)
         if not same:
             raise ConfigError(
-                f"The shared bodies differ at shared layer #{position}: target "
+                (f"warm_start_from {source_name}: the" if source_name else "The")
+                + f" shared bodies differ at shared layer #{position}: target "
                 f"{new.describe() if new else '(none: the target body has fewer layers)'} vs "
                 f"source {old.describe() if old else '(none: the source body has fewer layers)'}"
                 f". {_FIX_SHARED}", field="body")
         assignments[new.index] = old.values
-        restored.append(WeightRecord(new.index, new.name, None, "restored"))
+        restored.append(WeightRecord(new.index, new.name, None, _SAME_SHARED))
 
     used = set()
     for head, layers in targets.items():
@@ -350,13 +385,13 @@ def match_weights(source: Sequence[LayerWeights], target: Sequence[LayerWeights]
             skipped += [WeightRecord(layer.index, layer.name, head, reason) for layer in layers]
             continue
         used.add(origin)
-        why = f"restored from head {origin!r}"
+        why = f"from head {origin!r}"
         for old, new in zip(sources[origin], layers):
             assignments[new.index] = old.values
             restored.append(WeightRecord(new.index, new.name, head, why))
     dropped = [h for h in sources if h is not None and h not in used]
     return WeightMatch(assignments=assignments, restored=restored, skipped=skipped,
-                       dropped_heads=dropped)
+                       dropped_heads=dropped, source=source_name)
 
 
 def apply_weights(model: tf.keras.Model, match: WeightMatch) -> None:

@@ -25,6 +25,7 @@ HEADS = hk.HeadSet([
     hk.Head("embedding", hk.Predict()),
 ])
 WEIGHTED = hk.HeadSet([hk.Head("y", hk.Regression(), weight_column="w")])
+ONE = hk.HeadSet([hk.Head("y", hk.Regression())])
 
 
 def data(n=4, **changes):
@@ -137,6 +138,68 @@ BAD_DATA = [
      lambda: hk.input_fn_from_dataframe(pd.DataFrame({"x": [1.0], "y": [2.0]}), WEIGHTED,
                                         feature_columns="x"),
      TypeError, ["feature_columns must be a list", "'x'"]),
+    # ---- checked before training (issue 13), as a hostile user would try them
+    ("ragged_list_column",
+     lambda: hk.input_fn_from_dataframe(
+         pd.DataFrame({"x": [[1.0, 2.0], [3.0], [4.0, 5.0], [6.0]], "y": np.zeros(4)}), ONE),
+     hk.DataError, ["feature 'x' holds lists of different lengths", "length 2 at rows [0, 2]",
+                    "length 1 at rows [1, 3]", "Pad every list to one length"]),
+    ("ragged_python_lists",
+     lambda: hk.input_fn({"x": [[1.0, 2.0], [3.0]]}, None, HEADS),
+     hk.DataError, ["feature 'x' holds lists of different lengths", "rows [1]"]),
+    ("list_column_with_a_missing_row",
+     lambda: hk.input_fn_from_dataframe(
+         pd.DataFrame({"x": [[1.0, 2.0], None, [4.0, 5.0]], "y": np.zeros(3)}), ONE),
+     TypeError, ["feature 'x' holds lists in some rows", "[None]", "rows [1]"]),
+    ("duplicated_dataframe_column",
+     lambda: hk.input_fn_from_dataframe(
+         pd.DataFrame([[1.0, 2.0, 3.0]], columns=["x", "x", "y"]), WEIGHTED),
+     hk.DataError, ["2 columns named 'x'", "['x', 'x', 'y']", "df.columns.duplicated()"]),
+    ("feature_column_listed_twice",
+     lambda: hk.input_fn_from_dataframe(pd.DataFrame({"x": [1.0], "y": [2.0]}), WEIGHTED,
+                                        feature_columns=["x", "x"]),
+     ValueError, ["feature_columns names ['x'] more than once", "List each column once"]),
+    ("nullable_boolean_with_na",
+     lambda: hk.input_fn_from_dataframe(
+         pd.DataFrame({"b": pd.array([True, None, False, None], dtype="boolean"),
+                       "y": np.zeros(4)}), ONE),
+     hk.DataError, ["feature 'b' is a boolean column with missing values", "rows [1, 3]",
+                    "True or False", "fillna(False)"]),
+    ("object_column_of_ints_with_none",
+     lambda: hk.input_fn({"n": np.array([1, None, 3], dtype=object)}, None, HEADS),
+     hk.DataError, ["feature 'n' has non-finite values (NaN or inf) at rows [1]", "fillna"]),
+    ("object_column_of_dicts",
+     lambda: hk.input_fn({"d": np.array([{"a": 1}, {"a": 2}], dtype=object)}, None, HEADS),
+     TypeError, ["feature 'd' holds dict values at rows [0, 1]", "{'a': 1}",
+                 "expected numbers, booleans or strings"]),
+    ("one_feature_shorter_than_the_rest",
+     lambda: hk.input_fn({"a": np.ones(4), "b": np.ones(4), "c": np.ones(3)}, None, HEADS),
+     hk.DataError, ["same number of rows, but 'c' has 3 where the others have 4"]),
+    ("integer_column_names",
+     lambda: hk.input_fn_from_dataframe(pd.DataFrame(np.ones((2, 2))), HEADS, label_columns=[]),
+     TypeError, ["feature names must be non-empty strings", "got 0, a int",
+                 "input_names={0: 'x'}"]),
+    ("shuffle_as_a_word",
+     lambda: hk.input_fn(*data(), HEADS, shuffle="no"),
+     ValueError, ["shuffle must be True or False (got 'no', a str)"]),
+    ("batch_size_as_a_string",
+     lambda: hk.input_fn(*data(), HEADS, batch_size="32"),
+     ValueError, ["batch_size must be a positive integer, e.g. 32 (got '32', a str)"]),
+    ("input_names_to_an_invalid_name",
+     lambda: hk.input_fn_from_dataframe(
+         pd.DataFrame({"bill length (mm)": [1.0], "y": [2.0]}), WEIGHTED,
+         input_names={"bill length (mm)": "bill length"}),
+     ValueError, ["input_names['bill length (mm)']: 'bill length' cannot name a Keras Input",
+                  "'bill_length_mm'"]),
+    ("input_names_for_an_unknown_column",
+     lambda: hk.input_fn_from_dataframe(
+         pd.DataFrame({"x": [1.0], "y": [2.0]}), WEIGHTED, input_names={"z": "zz"}),
+     ValueError, ["input_names: ['z'] are not among the feature columns ['x']"]),
+    ("input_names_onto_another_column",
+     lambda: hk.input_fn_from_dataframe(
+         pd.DataFrame({"x": [1.0], "x (cm)": [1.0], "y": [2.0]}), WEIGHTED,
+         input_names={"x (cm)": "x"}),
+     ValueError, ["the feature columns ['x', 'x (cm)'] would all feed the Input 'x'"]),
 ]
 
 
@@ -346,6 +409,10 @@ def eval_data(n=40, seed=1):
             {"a": a, "b": rng.normal(size=n), "c": rng.integers(0, 3, n)})
 
 
+#: The fixtures of this module that build an hk.Estimator (see tests/conftest.py).
+ESTIMATOR_FIXTURES = ("fixed_model",)
+
+
 @pytest.fixture(scope="module")
 def fixed_model(tmp_path_factory):
     """The fixed-weight model after one step at learning rate 0 on 50,000 shuffled rows."""
@@ -416,6 +483,7 @@ def test_weight_column_gives_the_weighted_mean_loss_like_the_canned_head(fixed_m
     assert result["c/accuracy"] == pytest.approx(canned_accuracy, rel=1e-5)
 
 
+@pytest.mark.estimator
 def test_the_config_file_example_loads_and_trains(tmp_path):
     sys.path.insert(0, EXAMPLES)
     try:
@@ -426,3 +494,53 @@ def test_the_config_file_example_loads_and_trains(tmp_path):
     assert result["global_step"] == 5
     assert {"species/accuracy", "mass/rmse", "sex/auc", "loss"} <= set(result)
     assert np.isfinite(result["loss"])
+
+
+# ------------------------------------------------------------ checked before training
+
+
+def test_object_columns_of_numbers_and_booleans_become_numbers_and_booleans():
+    frame = pd.DataFrame({
+        "ints": pd.Series([1, 2, 3], dtype=object),
+        "floats": pd.Series([1.5, 2, 3], dtype=object),
+        "flags": pd.array([True, False, True], dtype="boolean"),
+        "y": [0.0, 1.0, 2.0],
+    })
+    features, _ = first_batch(hk.input_fn_from_dataframe(frame, ONE, batch_size=3))
+    assert features["ints"].dtype == tf.int64 and features["ints"].numpy()[:, 0].tolist() == [
+        1, 2, 3]
+    assert features["floats"].dtype == tf.float32
+    assert features["flags"].dtype == tf.bool
+    assert features["flags"].numpy()[:, 0].tolist() == [True, False, True]
+
+
+def test_a_list_column_of_one_length_becomes_a_matrix():
+    frame = pd.DataFrame({"x": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "y": [0.0, 1.0, 2.0]})
+    features, _ = first_batch(hk.input_fn_from_dataframe(frame, ONE, batch_size=3))
+    assert features["x"].shape == (3, 2) and features["x"].dtype == tf.float32
+
+
+def test_ragged_label_lists_are_left_to_the_head():
+    if not hasattr(hk, "MultiLabel"):
+        pytest.skip("hk.MultiLabel is not in this tree yet")
+    heads = hk.HeadSet([hk.Head("tags", hk.MultiLabel(vocabulary=("a", "b", "c")))])
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "tags": [["a"], [], ["b", "c"]]})
+    hk.input_fn_from_dataframe(frame, heads)  # the label lists are not a ragged feature
+
+
+def test_numpy_integers_are_accepted_for_batch_size_num_epochs_and_seed():
+    input_fn = hk.input_fn({"i": np.arange(6)}, None, HEADS, batch_size=np.int64(4),
+                           shuffle=np.bool_(True), num_epochs=np.int64(2), seed=np.int64(3))
+    assert sorted(rows_seen(input_fn)) == sorted(list(range(6)) * 2)
+    assert input_fn.headkit_num_epochs == 2 and type(input_fn.headkit_num_epochs) is int
+    endless = hk.input_fn({"i": np.arange(6)}, None, HEADS, num_epochs=None)
+    assert endless.headkit_num_epochs is None  # what train_and_evaluate reads
+
+
+def test_input_names_map_columns_that_cannot_name_an_input():
+    frame = pd.DataFrame({"bill length (mm)": [39.1, 46.5], "island": ["Dream", "Biscoe"],
+                          "y": [1.0, 2.0]})
+    input_fn = hk.input_fn_from_dataframe(
+        frame, ONE, input_names={"bill length (mm)": "bill_length_mm"})
+    features, labels = first_batch(input_fn)
+    assert sorted(features) == ["bill_length_mm", "island"] and sorted(labels) == ["y"]

@@ -95,4 +95,4 @@ def test_a_lone_head_may_return_one_tensor_and_take_one_label_tensor(tmp_path):
 def test_a_keras_metric_named_like_a_registered_one_is_refused():
     with pytest.raises(ValueError, match=r"Head 'flag': metric names must be unique "
                        r"\(repeated: \['auc'\]\)"):
-        hk.Head("flag", hk.Classification(2), metrics=("auc", tf.keras.metrics.AUC()))
+        hk.Head("flag", hk.Classification(2), metrics=("auc", tf.keras.metrics.AUC(name="auc")))

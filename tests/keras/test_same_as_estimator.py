@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 
 import headkit as hk
-from headkit.serving.contract import read_signature_defs
-from tests.conftest import make_data, numpy_input_fn, tiny_heads
+from tests.conftest import make_data, numpy_input_fn, signature_contract, tiny_heads
+
+pytestmark = pytest.mark.estimator  # they train hk.Estimator models
 
 
 def regularized_body():
@@ -76,16 +77,7 @@ def test_the_migrated_body_holds_the_batch_norm_statistics(both):
 
 
 def test_both_exports_declare_the_identical_contract(both):
-    def contract(export_dir):
-        return {key: (sig.method_name,
-                      {n: (t.dtype, [d.size for d in t.tensor_shape.dim])
-                       for n, t in sig.inputs.items()},
-                      {n: (t.dtype, [d.size for d in t.tensor_shape.dim])
-                       for n, t in sig.outputs.items()})
-                for key, sig in read_signature_defs(export_dir).items()
-                if not key.startswith("__")}  # TF 2's internal __saved_model_init_op
-
-    assert contract(both["keras_export"]) == contract(both["estimator_export"])
+    assert signature_contract(both["keras_export"]) == signature_contract(both["estimator_export"])
     keras_manifest = hk.load(both["keras_export"]).manifest
     estimator_manifest = hk.load(both["estimator_export"]).manifest
     assert keras_manifest["backend"] == "keras" and estimator_manifest["backend"] == "estimator"

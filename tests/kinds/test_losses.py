@@ -1,4 +1,8 @@
-"""Per-head losses, the weighted total and accuracy agree with TensorFlow's canned heads."""
+"""Per-head losses, the weighted total and accuracy agree with TensorFlow's canned heads.
+
+The canned heads are tf.estimator's: those comparisons are marked ``estimator``
+(TensorFlow 2.15 only); the rest run on every TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import tensorflow as tf
 
 import headkit as hk
 from headkit import kinds
-from headkit.estimator import metrics
 from headkit.kinds import losses
 
 
@@ -20,7 +23,6 @@ def head_predictions(head, output):
     return kinds.get(head).predictions(head, output)
 
 
-ModeKeys = tf.estimator.ModeKeys
 RNG = np.random.default_rng(7)
 N = 16
 LOGITS = {
@@ -52,17 +54,19 @@ def _headkit_loss(name):
     return float(losses.head_loss(per_example)), ready, per_example
 
 
+@pytest.mark.estimator
 @pytest.mark.parametrize("name", ["kind", "flag", "size"])
 def test_head_loss_matches_the_canned_head(name):
     canned = CANNED[name]()
     expected = canned.loss(
         labels=tf.constant(LABELS[name]), logits=tf.constant(LOGITS[name]), features={},
-        mode=ModeKeys.TRAIN,
+        mode=tf.estimator.ModeKeys.TRAIN,
     )
     got, _, _ = _headkit_loss(name)
     assert got == pytest.approx(float(expected), abs=1e-5)
 
 
+@pytest.mark.estimator
 @pytest.mark.parametrize("names, weights", [
     (("kind", "size"), (1.0, 0.5)),
     (("kind", "flag", "size"), (2.0, 0.25, 1.5)),
@@ -72,7 +76,7 @@ def test_weighted_total_matches_multi_head(names, weights):
     expected = multi.loss(
         labels={n: tf.constant(LABELS[n]) for n in names},
         logits={n: tf.constant(LOGITS[n]) for n in names},
-        features={}, mode=ModeKeys.TRAIN,
+        features={}, mode=tf.estimator.ModeKeys.TRAIN,
     )
     import attrs
 
@@ -84,6 +88,8 @@ def test_weighted_total_matches_multi_head(names, weights):
 
 def _headkit_metric_values(name):
     """Run headkit's eval metric ops over the batch in a graph, as evaluate() does."""
+    from headkit.estimator import metrics
+
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         head = HEADS[name]
         ready, _ = prepare_labels(head, tf.constant(LABELS[name]))
@@ -95,6 +101,7 @@ def _headkit_metric_values(name):
         return session.run({key: value for key, (value, _) in ops.items()})
 
 
+@pytest.mark.estimator
 @pytest.mark.parametrize("name", ["kind", "flag"])
 def test_accuracy_and_eval_loss_match_the_canned_head(name):
     canned = CANNED[name]()
@@ -109,6 +116,7 @@ def test_accuracy_and_eval_loss_match_the_canned_head(name):
         float(canned_metrics[f"average_loss/{name}"].result()), abs=1e-5)
 
 
+@pytest.mark.estimator
 def test_canned_head_class_ids_match_headkit_predictions():
     canned = CANNED["kind"]()
     expected = canned.predictions(tf.constant(LOGITS["kind"]))
@@ -154,3 +162,20 @@ def test_integer_labels_for_a_vocabulary_head_are_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"Head 'kind': labels must be strings from the "
                        r"vocabulary \('a', 'b'\) \(got dtype int64\)"):
         prepare_labels(head, tf.constant([0, 1], dtype=tf.int64))
+
+
+@pytest.mark.parametrize("name, metric_names", [
+    ("flag", ("accuracy", "auc", "auc_pr", "precision", "recall", "accuracy_baseline",
+              "label_mean", "prediction_mean")),
+    ("size", ("label_mean", "prediction_mean")),
+])
+@pytest.mark.estimator
+def test_every_metric_the_canned_head_reports_is_available_by_name(name, metric_names):
+    from tests.kinds.canned import CANNED_NAMES, canned_metrics, headkit_metrics
+
+    head = hk.Head(name, HEADS[name].output, metrics=metric_names)
+    theirs = canned_metrics(CANNED[name](), LABELS[name], LOGITS[name])
+    ours = headkit_metrics(head, LABELS[name], LOGITS[name])
+    assert {CANNED_NAMES[m] for m in ("loss", *metric_names)} == set(theirs)
+    for metric in ("loss", *metric_names):
+        assert ours[metric] == pytest.approx(theirs[CANNED_NAMES[metric]], abs=1e-4), metric

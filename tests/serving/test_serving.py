@@ -11,7 +11,6 @@ import tensorflow as tf
 
 import headkit as hk
 from headkit import serving
-from headkit.estimator import model_fn as model_fn_lib
 from headkit.kinds import REGRESS
 from tests.conftest import VOCABULARY, tiny_body, tiny_heads
 
@@ -165,13 +164,15 @@ def test_an_impossible_signature_fails_the_export_and_leaves_nothing(
     trained, tmp_path, monkeypatch
 ):
     estimator, _, _ = trained
+    from headkit.estimator import model_fn as model_fn_lib
+
     real = model_fn_lib._export_output
 
-    def broken(method, outputs):
+    def broken(method, outputs, *passthrough):
         if method == REGRESS:  # TF Serving rejects regress outputs of [batch, 2]
             value = outputs["outputs"]
             return tf.estimator.export.RegressionOutput(value=tf.concat([value, value], 1))
-        return real(method, outputs)
+        return real(method, outputs, *passthrough)
 
     monkeypatch.setattr(model_fn_lib, "_export_output", broken)
     expected = r"'size': 'outputs' must be float \[batch\]"
@@ -183,10 +184,12 @@ def test_an_impossible_signature_fails_the_export_and_leaves_nothing(
 
 def test_a_dropped_signature_is_named_and_nothing_is_left(trained, tmp_path, monkeypatch):
     estimator, _, _ = trained
+    from headkit.estimator import model_fn as model_fn_lib
+
     real = model_fn_lib.export_outputs
 
-    def dropping(heads, per_head):
-        result = real(heads, per_head)
+    def dropping(heads, per_head, *passthrough):
+        result = real(heads, per_head, *passthrough)
         del result["flag/predict"]
         return result
 
@@ -207,6 +210,7 @@ def test_explicit_feature_spec_overrides_the_body_inputs(trained, tmp_path):
     assert manifest["feature_spec"]["tag"]["default_value"] == ["u"]
 
 
+@pytest.mark.estimator
 def test_export_without_a_checkpoint_says_train_first(tmp_path):
     estimator = hk.Estimator(tiny_body, tiny_heads(), model_dir=str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="no checkpoint .* Train the estimator first"):
@@ -233,6 +237,7 @@ def test_manifest_is_json_with_the_signature_table(exported):
     assert manifest["signatures"]["kind"]["outputs"] == ["classes", "scores"]
 
 
+@pytest.mark.estimator
 def test_a_lambda_loss_exports_and_loads_without_it(tmp_path):
     """A custom loss from a training script does not block export or hk.load."""
     def body():

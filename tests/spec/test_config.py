@@ -70,7 +70,7 @@ BAD_CONFIGS = [
     ("head_unknown_key", {"heads": [reg(wieght=0.5)]},
      ValueError, ["heads[0]", "'wieght'", "Known keys", "Did you mean 'weight'"]),
     ("top_unknown_key", {"heads": [reg()], "head": []},
-     ValueError, ["top level", "'head'", "['heads']"]),
+     ValueError, ["top level", "'head'", "'heads'", "'loss_weighting'"]),
     ("no_heads_key", {}, ValueError, ["'heads' list", "[]"]),
     ("heads_not_list", {"heads": reg()}, TypeError, ["'heads' must be a list", "'name': 'y'"]),
     ("head_not_table", {"heads": ["y"]}, TypeError, ["heads[0]", "'y'", "table of head fields"]),
@@ -136,6 +136,49 @@ BAD_CONFIGS = [
      ValueError, ["heads[0].loss", "'function'", "['callable']"]),
     ("metric_table_unknown", {"heads": [reg(metrics=[{"name": "auc"}])]},
      TypeError, ["heads[0].metrics[0]", "{'name': 'auc'}", "{'callable': 'module:name'}"]),
+    # loss weighting, gradient surgery, normalised targets, class weights (issue 19)
+    ("weighting_unknown_name", {"heads": [reg()], "loss_weighting": "uncertain"},
+     ValueError, ["loss_weighting", "'uncertain'", "'uncertainty'", "Known names"]),
+    ("weighting_unknown_type", {"heads": [reg()], "loss_weighting": {"type": "dwa"}},
+     ValueError, ["loss_weighting.type", "'dwa'", "'dynamic_weight_average'"]),
+    ("weighting_temperature_0",
+     {"heads": [reg()], "loss_weighting": {"type": "dynamic_weight_average", "temperature": 0}},
+     ValueError, ["loss_weighting.temperature", "got 0", "> 0", "temperature=2.0"]),
+    ("weighting_unknown_key",
+     {"heads": [reg()], "loss_weighting": {"type": "uncertainty", "temperature": 2.0}},
+     ValueError, ["loss_weighting", "'temperature'", "Known keys"]),
+    ("weighting_period_0",
+     {"heads": [reg()], "loss_weighting": {"type": "dynamic_weight_average", "period": 0}},
+     ValueError, ["loss_weighting.period", "got 0", "integer >= 1"]),
+    ("pcgrad_one_head", {"heads": [reg()], "gradient_surgery": "pcgrad"},
+     ValueError, ["gradient_surgery", "PCGrad(seed=0)", "['y']", "two or more trained heads",
+                  "Drop gradient_surgery"]),
+    ("pcgrad_one_weighted_head", {"heads": [dict(reg(), is_default=True), reg("z", weight=0)],
+                                  "gradient_surgery": {"type": "pcgrad"}},
+     ValueError, ["gradient_surgery", "weight > 0", "got ['y']"]),
+    ("std_zero", {"heads": [reg(output={"type": "regression", "std": 0})]},
+     ValueError, ["heads[0].output.std", "got 0", "finite number > 0", "from_labels"]),
+    ("std_negative", {"heads": [reg(output={"type": "regression", "mean": 1, "std": -2.0})]},
+     ValueError, ["heads[0].output.std", "got -2.0", "> 0"]),
+    ("mean_nan", {"heads": [reg(output={"type": "regression", "mean": float("nan")})]},
+     ValueError, ["heads[0].output.mean", "got nan", "finite number", "from_labels"]),
+    ("mean_length", {"heads": [reg(output={"type": "regression", "dimension": 2,
+                                           "mean": [1.0, 2.0, 3.0]})]},
+     ValueError, ["heads[0].output.mean", "3 values", "dimension=2"]),
+    ("class_weight_unknown_class",
+     {"heads": [cls(output={"type": "classification", "vocabulary": ["a", "b"]},
+                    class_weight={"c": 2.0})]},
+     ValueError, ["heads[0].class_weight", "['c']", "not in the vocabulary", "('a', 'b')"]),
+    ("class_weight_negative", {"heads": [cls(class_weight={"1": -1.0})]},
+     ValueError, ["heads[0].class_weight", "{1: -1.0}", "finite numbers >= 0"]),
+    ("class_weight_id_out_of_range", {"heads": [cls(class_weight={"3": 1.0})]},
+     ValueError, ["heads[0].class_weight", "[3]", "class ids in [0, 3)"]),
+    ("class_weight_name_without_vocabulary", {"heads": [cls(class_weight={"a": 1.0})]},
+     ValueError, ["heads[0].class_weight", "'a'", "no vocabulary", "ids 0...2"]),
+    ("class_weight_on_regression", {"heads": [reg(class_weight={"0": 1.0})]},
+     ValueError, ["heads[0].class_weight", "regression head", "weight_column"]),
+    ("class_weight_not_table", {"heads": [cls(class_weight=[1.0, 2.0])]},
+     TypeError, ["heads[0].class_weight", "[1.0, 2.0]", "table of class -> weight"]),
 ]
 
 
@@ -148,6 +191,38 @@ def test_bad_config_is_rejected_naming_field_value_and_fix(config, error, fragme
     message = str(raised.value)
     missing = [f for f in fragments if f not in message]
     assert not missing, f"message lacks {missing!r}: {message}"
+
+
+def test_weighting_surgery_statistics_and_class_weights_round_trip_through_toml(tmp_path):
+    path = tmp_path / "heads.toml"
+    path.write_text(
+        'loss_weighting = { type = "dynamic_weight_average", temperature = 3.0, period = 20 }\n'
+        'gradient_surgery = "pcgrad"\n'
+        '[[heads]]\nname = "species"\nis_default = true\n'
+        'class_weight = { Chinstrap = 2.0 }\n'
+        '[heads.output]\ntype = "classification"\nvocabulary = ["Adelie", "Chinstrap"]\n'
+        '[[heads]]\nname = "flag"\nclass_weight = { "1" = 0.5 }\n'
+        '[heads.output]\ntype = "classification"\nn_classes = 2\n'
+        '[[heads]]\nname = "mass"\n'
+        '[heads.output]\ntype = "regression"\nmean = 4200.0\nstd = 800.0\n')
+    heads = hk.HeadSet.from_file(path)
+    assert heads.loss_weighting == hk.DynamicWeightAverage(temperature=3.0, period=20)
+    assert heads.gradient_surgery == hk.PCGrad(seed=0)
+    assert heads["species"].class_weights == (1.0, 2.0)
+    assert heads["flag"].class_weight == {1: 0.5} and heads["flag"].class_weights == (1.0, 0.5)
+    assert (heads["mass"].output.mean, heads["mass"].output.std) == (4200.0, 800.0)
+    data = heads.to_dict()
+    assert data["loss_weighting"] == {"type": "dynamic_weight_average", "temperature": 3.0,
+                                      "period": 20}
+    assert data["heads"][1]["class_weight"] == {"1": 0.5}  # JSON keys are strings
+    assert hk.HeadSet.from_dict(json.loads(json.dumps(data))) == heads
+
+
+def test_the_defaults_write_what_headkit_0_1_0_wrote():
+    data = hk.HeadSet([hk.Head("y", hk.Regression())]).to_dict()
+    assert set(data) == {"heads"}
+    assert "class_weight" not in data["heads"][0]
+    assert data["heads"][0]["output"] == {"type": "regression", "dimension": 1}
 
 
 def test_the_battery_has_at_least_30_distinct_cases():

@@ -163,3 +163,45 @@ def test_count_evaluation_is_pure_and_ignores_nan():
 ])
 def test_export_rank(kept, value, direction, keep, rank):
     assert export_rank(kept, value, direction, keep) == rank
+
+
+def test_best_export_passes_its_subset_of_heads_to_every_export(tmp_path):
+    heads = hk.HeadSet([hk.Head("y", hk.Regression(), metrics=("rmse",), is_default=True),
+                        hk.Head("z", hk.Regression())])
+    model = FakeBackend(str(tmp_path), {10: {**_metrics(1.0, 3.0), "z/loss": 1.0},
+                                        20: {**_metrics(0.5, 2.0), "z/loss": 1.0}}, heads=heads)
+    calls = []
+    real = model.export
+    model.export = lambda base, **options: calls.append(options) or real(base, **options)
+    hk.train_and_evaluate(model, lambda: None, lambda: None, max_steps=20, eval_every=10,
+                          export=hk.BestExport("y/rmse", keep=1, heads=["z"], default="z"),
+                          progress=False)
+    assert len(calls) == 3  # two best exports, one final
+    assert all(c["heads"] == ("z",) and c["default"] == "z" for c in calls)
+
+
+@pytest.mark.parametrize("rule, message", [
+    (dict(heads=["y", "w"]), r"BestExport: heads: \['w'\] are not heads of this model"),
+    (dict(heads=["z", "q"]), r"BestExport: default= is required: the HeadSet's default head "
+                             r"'y' is not among the exported heads \['z', 'q'\]"),
+])
+def test_a_best_export_subset_is_checked_against_the_heads_before_training(rule, message,
+                                                                          tmp_path):
+    heads = hk.HeadSet([hk.Head("y", hk.Regression(), is_default=True),
+                        hk.Head("z", hk.Regression()), hk.Head("q", hk.Regression())])
+    model = FakeBackend(str(tmp_path / "m"), {}, heads=heads)
+    with pytest.raises(hk.ConfigError, match=message):
+        hk.train_and_evaluate(model, lambda: None, lambda: None, max_steps=20, eval_every=10,
+                              export=hk.BestExport(keep=1, **rule), progress=False)
+    assert model.calls == []
+
+
+@pytest.mark.parametrize("rule, error, message", [
+    (dict(heads="y"), TypeError, r"BestExport.heads must be a non-empty list of head names "
+                                 r"\(got 'y'\); e.g. heads=\['species', 'sex'\]"),
+    (dict(heads=["y"], default="z"), hk.ConfigError,
+     r"BestExport.default='z' must be one of the exported heads \['y'\]"),
+])
+def test_a_best_export_subset_is_checked_when_built(rule, error, message):
+    with pytest.raises(error, match=message):
+        hk.BestExport(**rule)

@@ -12,7 +12,13 @@ import pytest
 import tensorflow as tf
 
 import headkit as hk
-from headkit.training.record import RECORD_FILE, check_model_dir, model_record, write_record
+from headkit.training.record import (
+    RECORD_FILE,
+    check_model_dir,
+    model_record,
+    recorded_heads,
+    write_record,
+)
 from tests.conftest import ROOT, make_data, numpy_input_fn, tiny_body, tiny_heads
 
 
@@ -38,6 +44,7 @@ def recorded(tmp_path):
     return model_dir
 
 
+@pytest.mark.estimator
 def test_the_first_training_run_writes_a_versioned_record(tmp_path):
     model_dir = str(tmp_path / "model")
     estimator = hk.Estimator(tiny_body, tiny_heads(), model_dir=model_dir)
@@ -51,6 +58,7 @@ def test_the_first_training_run_writes_a_versioned_record(tmp_path):
     hk.Estimator(tiny_body, tiny_heads(), model_dir=model_dir)  # the same model: accepted
 
 
+@pytest.mark.estimator
 @pytest.mark.parametrize("heads, body, fragments", [
     (_evolve(tiny_heads(), "kind", output=hk.Classification(vocabulary=("a", "b", "c", "d"))),
      _body(kind_units=4), ["head 'kind': n_classes 3 -> 4",
@@ -114,3 +122,57 @@ def test_a_record_of_a_newer_schema_is_refused(recorded):
         json.dump(dict(record, schema_version=99), handle)
     with pytest.raises(hk.ConfigError, match=r"schema_version 99 is not one this headkit reads"):
         check_model_dir(recorded, tiny_heads(), _body())
+
+
+# ------------------------------------------------------------------ issue 19
+
+
+def _normalised(mean=0.0, std=2.0, **options):
+    heads = tiny_heads()
+    return attrs.evolve(heads, heads=[
+        attrs.evolve(h, output=hk.Regression(mean=mean, std=std)) if h.name == "size" else h
+        for h in heads], **options)
+
+
+def test_a_rerun_that_changes_the_loss_weighting_is_refused(tmp_path):
+    model_dir = str(tmp_path / "model")
+    write_record(model_dir, model_record(tiny_heads(), _body()))  # fixed, as 0.1.0 wrote
+    weighted = attrs.evolve(tiny_heads(), loss_weighting=hk.UncertaintyWeighting())
+    with pytest.raises(hk.errors.RecordMismatchError,
+                       match=r"loss_weighting \{'type': 'fixed'\} -> \{'type': 'uncertainty'\}"):
+        check_model_dir(model_dir, weighted, _body())
+    write_record(model_dir, model_record(weighted, _body()))
+    with pytest.raises(hk.errors.RecordMismatchError, match=r"'temperature': 2\.0"):
+        check_model_dir(model_dir, attrs.evolve(weighted, loss_weighting="dynamic_weight_average"),
+                        _body())
+
+
+def test_gradient_surgery_and_class_weights_are_logged(recorded, caplog):
+    heads = attrs.evolve(_evolve(tiny_heads(), "kind", class_weight={"a": 2.0}),
+                         gradient_surgery=hk.PCGrad())
+    with caplog.at_level(logging.INFO, logger="headkit"):
+        check_model_dir(recorded, heads, _body())
+    assert "gradient_surgery None -> {'type': 'pcgrad', 'seed': 0}" in caplog.text
+    assert "head 'kind': class_weight None -> {'a': 2.0}" in caplog.text
+
+
+def test_a_rerun_uses_the_recorded_statistics_and_logs_the_difference(tmp_path, caplog):
+    model_dir = str(tmp_path / "model")
+    write_record(model_dir, model_record(_normalised(mean=1.0, std=2.0), _body()))
+    with caplog.at_level(logging.WARNING, logger="headkit"):
+        heads = recorded_heads(model_dir, _normalised(mean=1.5, std=2.5))
+    assert (heads["size"].output.mean, heads["size"].output.std) == (1.0, 2.0)
+    assert "head 'size': normalisation statistics {'mean': 1.5, 'std': 2.5} differ from the " \
+           "recorded {'mean': 1.0, 'std': 2.0}" in caplog.text
+    assert "the recorded ones are used" in caplog.text
+    check_model_dir(model_dir, heads, _body())
+    estimator = hk.Estimator(_body(), _normalised(mean=9.0, std=9.0), model_dir=model_dir)
+    assert estimator.heads["size"].output.mean == 1.0
+
+
+def test_turning_normalisation_on_or_off_is_refused(tmp_path):
+    model_dir = str(tmp_path / "model")
+    write_record(model_dir, model_record(tiny_heads(), _body()))
+    with pytest.raises(hk.errors.RecordMismatchError,
+                       match=r"head 'size': normalised targets none -> \{'mean': 0\.0, "):
+        check_model_dir(model_dir, recorded_heads(model_dir, _normalised()), _body())

@@ -12,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 import headkit as hk
-from headkit.estimator.hooks import _Exporter
 from headkit.serving import read_manifest
 from headkit.spec.catalog import metric_direction
 from headkit.training.loop import _ranking
@@ -21,6 +20,8 @@ from headkit.training.state import STATE_FILE
 from tests.conftest import make_data, numpy_input_fn, tiny_body, tiny_heads
 
 MAX_STEPS = 40
+#: The fixtures of this module that build an hk.Estimator (see tests/conftest.py).
+ESTIMATOR_FIXTURES = ("improving", "plateau")
 
 
 def _estimator(model_dir, optimizer="adam", learning_rate=0.05):
@@ -101,6 +102,7 @@ def test_improving_run_is_not_stopped(improving):
     assert [e.step for e in result.history] == [10, 20, 30, 40]
 
 
+@pytest.mark.estimator
 def test_wrong_metric_name_fails_before_any_file_is_written(tmp_path):
     model_dir = tmp_path / "model"
     train_input, eval_input = _inputs()
@@ -128,6 +130,7 @@ class _CrashAtStep(tf.compat.v1.train.SessionRunHook):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.estimator
 def test_restart_continues_the_early_stopping_count(tmp_path):
     # A model that cannot learn (learning rate 0): the loss never improves after
     # the first evaluation, so the count is exact. Evaluations every 5 steps.
@@ -164,11 +167,10 @@ def test_exports_kept_are_the_n_best_by_the_chosen_metric(trained, tmp_path):
     export = hk.BestExport("kind/accuracy", keep=2, final=False, export_dir_base=str(tmp_path))
     state = Monitor(estimator, None, export, _ranking(None, export), None)
     state.path = str(tmp_path / STATE_FILE)  # keep the shared fixture's model_dir clean
-    exporter = _Exporter(state)
     checkpoint = estimator.latest_checkpoint()
     for step, accuracy, loss in ((10, 0.5, 1.0), (20, 0.9, 2.0), (30, 0.7, 0.5), (40, 0.7, 0.4)):
-        exporter.export(estimator, "", checkpoint, {"global_step": np.int64(step), "loss": loss,
-                                                    "kind/accuracy": np.float32(accuracy)}, False)
+        state.record(step, {"loss": loss, "kind/accuracy": float(np.float32(accuracy))},
+                     checkpoint)
     kept = [read_manifest(path)["best_export"] for path in (e["path"] for e in state.kept)]
     assert [(k["step"], round(k["value"], 3)) for k in kept] == [(20, 0.9), (30, 0.7)]
     on_disk = sorted(glob.glob(os.path.join(str(tmp_path), "best", "*")))
@@ -252,6 +254,7 @@ def test_bad_early_stopping_settings_rejected(kwargs, message):
         hk.EarlyStopping("loss", **kwargs)
 
 
+@pytest.mark.estimator
 def test_early_stopping_without_evaluation_rejected(tmp_path):
     train_input, _ = _inputs()
     with pytest.raises(ValueError, match="needs evaluations, but eval_input_fn is None"):
@@ -259,6 +262,7 @@ def test_early_stopping_without_evaluation_rejected(tmp_path):
                               early_stopping=hk.EarlyStopping("loss"))
 
 
+@pytest.mark.estimator
 def test_early_stopping_that_can_never_fire_rejected(tmp_path):
     train_input, eval_input = _inputs()
     with pytest.raises(ValueError, match=r"patience=3\) can never stop: max_steps=30 with "
@@ -267,6 +271,7 @@ def test_early_stopping_that_can_never_fire_rejected(tmp_path):
                               eval_every=10, early_stopping=hk.EarlyStopping("loss"))
 
 
+@pytest.mark.estimator
 def test_best_export_metric_checked_against_the_heads(tmp_path):
     train_input, eval_input = _inputs()
     with pytest.raises(ValueError, match=r"BestExport: evaluation produces no metric 'size/auc'"):
@@ -274,6 +279,7 @@ def test_best_export_metric_checked_against_the_heads(tmp_path):
                               export=hk.BestExport("size/auc"))
 
 
+@pytest.mark.estimator
 def test_plain_tf_estimator_rejected(tmp_path):
     estimator = tf.estimator.Estimator(lambda features, labels, mode: None, str(tmp_path))
     with pytest.raises(TypeError, match="needs a headkit model such as hk.Estimator"):
@@ -285,11 +291,9 @@ def test_a_run_whose_every_evaluation_was_nan_stops_with_a_readable_reason(train
     rule = hk.EarlyStopping("loss", patience=1)
     state = Monitor(estimator, rule, None, _ranking(rule, None), None)
     state.path = str(tmp_path / STATE_FILE)
-    exporter = _Exporter(state)
     checkpoint = estimator.latest_checkpoint()
     for step in (10, 20):
-        exporter.export(estimator, "", checkpoint,
-                        {"global_step": np.int64(step), "loss": float("nan")}, False)
+        state.record(step, {"loss": float("nan")}, checkpoint)
     assert "(best none: every value was NaN)" in state.stop_reason()
 
 
@@ -298,3 +302,61 @@ def test_a_best_export_mode_without_a_metric_is_refused():
         hk.BestExport(mode="max")
     with pytest.raises(ValueError, match=r"BestExport.mode must be one of .* \(got 'up'\)"):
         hk.BestExport(mode="up")
+
+
+# ------------------------------------------------------------------ checked before training
+
+
+def _endless_with_arguments(mode, params, config):
+    """An input_fn as tf.estimator calls them, whose dataset repeats forever."""
+    features, labels = make_data(16, seed=1)
+    return tf.data.Dataset.from_tensor_slices((features, labels)).repeat().batch(8)
+
+
+@pytest.mark.parametrize("endless, message", [
+    (lambda: hk.input_fn(*make_data(16, seed=1), tiny_heads(), num_epochs=None),
+     r"it was made with num_epochs=None, which repeats forever"),
+    (lambda: numpy_input_fn(*make_data(16, seed=1), repeat=True),
+     r"its dataset repeats forever \(a \.repeat\(\) with no count\?\)"),
+    (lambda: _endless_with_arguments, r"its dataset repeats forever \(a \.repeat\(\) with no "
+                                      r"count\?\)"),
+], ids=["hk-input-fn-num-epochs-none", "dataset-repeat", "estimator-style-arguments"])
+@pytest.mark.estimator
+def test_an_evaluation_input_that_never_ends_is_refused_before_training(endless, message,
+                                                                         tmp_path):
+    train_input, _ = _inputs()
+    model_dir = tmp_path / "model"
+    with pytest.raises(hk.ConfigError, match=r"^eval_input_fn never ends: " + message +
+                       r", and eval_steps is None.*pass eval_steps=N") as raised:
+        hk.train_and_evaluate(_estimator(model_dir), train_input, endless(), max_steps=20,
+                              eval_every=5, progress=False)
+    assert raised.value.field == "eval_input_fn"
+    assert not model_dir.exists() or not any(model_dir.iterdir())
+
+
+@pytest.mark.estimator
+def test_an_endless_evaluation_input_with_eval_steps_runs_and_numpy_integers_count(tmp_path):
+    train_input, _ = _inputs()
+    endless = hk.input_fn(*make_data(16, seed=1), tiny_heads(), batch_size=8, num_epochs=None)
+    result = hk.train_and_evaluate(
+        _estimator(tmp_path), train_input, endless, max_steps=np.int64(4),
+        eval_every=np.int64(2), eval_steps=np.int64(2), progress=False,
+        early_stopping=hk.EarlyStopping("loss", patience=np.int64(1)))
+    assert result.steps == 4 and [e.step for e in result.history] == [2, 4]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"progress": "yes"}, TypeError,
+     r"progress must be True, False or a stream with write\(\) \(got 'yes'\)\. Use "
+     r"progress=True"),
+    ({"max_steps": "100"}, ValueError, r"max_steps must be an int >= 1 \(got '100', a str\)"),
+    ({"eval_every": 2.5}, ValueError, r"eval_every must be an int >= 1 \(got 2\.5\)"),
+    ({"eval_steps": 0}, ValueError, r"eval_steps must be an int >= 1 \(got 0\)"),
+], ids=["progress-yes", "max-steps-text", "eval-every-fraction", "eval-steps-zero"])
+@pytest.mark.estimator
+def test_bad_loop_arguments_name_the_field_and_value(kwargs, error, message, tmp_path):
+    train_input, eval_input = _inputs()
+    arguments = {"max_steps": 20, "eval_every": 5, "progress": False, **kwargs}
+    with pytest.raises(error, match=message) as raised:
+        hk.train_and_evaluate(_estimator(tmp_path), train_input, eval_input, **arguments)
+    assert isinstance(raised.value, hk.ConfigError) and raised.value.field == next(iter(kwargs))

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import headkit as hk
-from headkit.body import instantiate_body
+from headkit.body import KERAS_MAJOR, instantiate_body
 from headkit.training.weights import (
     LayerWeights,
     apply_weights,
@@ -142,6 +142,11 @@ def test_a_source_without_values_is_rejected(source):
                      values=[np.zeros(2)])
 
 
+#: A tf.estimator checkpoint names its variables as tf.keras 2 did in a graph.
+TF_KERAS_2_ONLY = pytest.mark.skipif(
+    KERAS_MAJOR >= 3, reason="reads tf.estimator checkpoints, named by tf.keras 2 (TF 2.15)")
+
+
 def _write_checkpoint(directory, body, step=7):
     """A tf.estimator-style checkpoint of ``body``: variables named as in a fresh graph."""
     known = {}
@@ -161,6 +166,7 @@ def _write_checkpoint(directory, body, step=7):
     return [[known[name] for name in layer] for layer in names]
 
 
+@TF_KERAS_2_ONLY
 def test_checkpoint_weights_reads_an_estimator_checkpoint_by_structure(tmp_path):
     expected = _write_checkpoint(tmp_path, _body)
     structure = checkpoint_weights(_body, _heads(), str(tmp_path))
@@ -176,6 +182,7 @@ def test_checkpoint_weights_reads_an_estimator_checkpoint_by_structure(tmp_path)
     assert np.array_equal(target.layers[2].moving_variance.numpy(), expected[2][3])
 
 
+@TF_KERAS_2_ONLY
 def test_checkpoint_weights_names_a_missing_layer_and_the_checkpoint(tmp_path):
     _write_checkpoint(tmp_path, _body)
     with pytest.raises(hk.ConfigError, match=(
@@ -188,3 +195,10 @@ def test_checkpoint_weights_names_a_missing_layer_and_the_checkpoint(tmp_path):
         checkpoint_weights(lambda: _body(kind_classes=4), _heads(kind_classes=4), str(tmp_path))
     with pytest.raises(hk.ConfigError, match=r"checkpoint '.*nowhere' cannot be read"):
         checkpoint_weights(_body, _heads(), str(tmp_path / "nowhere"))
+
+
+@pytest.mark.skipif(KERAS_MAJOR < 3, reason="Keras 3 only: tf.keras 2 reads these checkpoints")
+def test_checkpoint_weights_under_keras_3_says_to_read_it_on_tensorflow_2_15(tmp_path):
+    with pytest.raises(hk.ConfigError, match=r"Keras 3 \(TensorFlow .*\) builds other names. "
+                                             r"Read it on TensorFlow 2.15 with headkit\[esti"):
+        checkpoint_weights(_body, _heads(), str(tmp_path))
