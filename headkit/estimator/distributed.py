@@ -156,7 +156,8 @@ def _parse_task(task: Any, jobs: Mapping[str, Tuple[str, ...]]) -> Tuple[str, in
     if not 0 <= index < count:
         raise _fail("TF_CONFIG.task.index", f"{index} is out of range: the cluster lists "
                     f"{count} {task_type!r} task(s), so the index is 0 to {count - 1}. "
-                    "Each process gets its own index.")
+                    f"Give each {task_type} process its own index in that range, or list more "
+                    f"addresses in TF_CONFIG.cluster.{task_type}.")
     return task_type, index
 
 
@@ -316,6 +317,34 @@ def cluster_mode(cluster: Cluster, strategy: Any) -> str:
                     "the parameter servers. Add ps tasks, or use "
                     "tf.distribute.MultiWorkerMirroredStrategy() to train without them.")
     return mode
+
+
+def check_model_dir(model_dir: Any, cluster: Cluster) -> None:
+    """Refuse a ``model_dir`` the tasks of a cluster cannot share.
+
+    Every task reads the chief's checkpoints and status file there, and the
+    status files are written with file system calls: the folder must be a
+    path every task mounts (NFS, a ReadWriteMany volume, Cloud Storage FUSE).
+
+    Raises:
+        ConfigError: no model_dir, or a URL such as ``gs://...``.
+
+    Example:
+        >>> tf_config = json.dumps({"cluster": {"chief": ["h0:1"], "ps": ["h1:1"]},
+        ...                         "task": {"type": "ps", "index": 0}})
+        >>> check_model_dir("/runs/a", Cluster.from_environment({"TF_CONFIG": tf_config}))
+    """
+    if model_dir is None:
+        raise ConfigError(
+            f"model_dir: none given, and TF_CONFIG makes this process the {cluster.task} of a "
+            "cluster: each task would train in a temporary folder of its own. Pass the same "
+            "model_dir, on a file system every task mounts, to every task.", field="model_dir")
+    if "://" in os.fspath(model_dir):
+        raise ConfigError(
+            f"model_dir {os.fspath(model_dir)!r} is a URL; on a TF_CONFIG cluster the tasks "
+            "share model_dir through file system calls (the chief's status file). Mount the "
+            "storage on every task (a ReadWriteMany volume, NFS, or Cloud Storage FUSE at "
+            "/gcs/<bucket> on Vertex AI) and pass that path.", field="model_dir")
 
 
 def make_strategy(name: str, cluster: Cluster) -> Any:

@@ -243,6 +243,9 @@ class Estimator(_TranslatingEstimator):
         config, self._cluster_mode = _run_config(config, self._cluster)
         _check_model_dir_path(model_dir if model_dir is not None
                               else getattr(config, "model_dir", None))
+        if self._cluster is not None:
+            distributed.check_model_dir(model_dir if model_dir is not None
+                                        else getattr(config, "model_dir", None), self._cluster)
         if model_dir is not None and os.path.isdir(model_dir) and os.listdir(model_dir):
             # A model_dir that holds a model: its normalisation statistics, and refuse
             # other heads or another body now.

@@ -161,6 +161,20 @@ def test_estimator_checks_tf_config_when_it_is_built(tmp_path, monkeypatch):
                      config={"save_every": 3})
 
 
+@pytest.mark.parametrize("model_dir, match", [
+    (None, r"model_dir: none given, and TF_CONFIG makes this process the worker:0 of a "
+           r"cluster.*Pass the same model_dir"),
+    ("gs://bucket/runs/a", r"model_dir 'gs://bucket/runs/a' is a URL.*Mount the storage on "
+                           r"every task"),
+])
+def test_a_model_dir_the_tasks_cannot_share_is_refused(model_dir, match, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": CLUSTER,
+                                                "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(hk.ConfigError, match=match) as raised:
+        hk.Estimator(tiny_body, tiny_heads(), model_dir=model_dir)
+    assert raised.value.field == "model_dir"
+
+
 def test_a_strategy_name_trains_alone_without_tf_config(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     estimator = hk.Estimator(tiny_body, tiny_heads(), model_dir=str(tmp_path),
