@@ -6,8 +6,9 @@ Locally, ``headkit launch`` starts the cluster (each task gets its TF_CONFIG):
         python examples/distributed/train.py --model-dir runs/cluster
 
 On Kubernetes, examples/distributed/tfjob.yaml runs it as a Kubeflow TFJob; on
-Vertex AI, examples/distributed/vertex_job.yaml. Without TF_CONFIG it trains
-in this process alone.
+Vertex AI, examples/distributed/vertex_job.yaml (a CustomJob's worker pools).
+Every task needs the same --model-dir on a shared file system. Without
+TF_CONFIG it trains in this process alone.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ class StepDelay(tf.compat.v1.train.SessionRunHook):
         time.sleep(self.seconds)
 
 
-def main(argv=None) -> int:
+def make_parser() -> argparse.ArgumentParser:
+    """The script's arguments (the manifests' commands are checked against them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--strategy", choices=STRATEGIES, default="none")
@@ -103,7 +105,11 @@ def main(argv=None) -> int:
     parser.add_argument("--step-delay", type=float, default=0.0, metavar="SECONDS",
                         help="sleep after each training step")
     parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
 
     config = {"save_summary_steps": args.eval_every, "log_step_count_steps": None,
               "tf_random_seed": 0}
