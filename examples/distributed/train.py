@@ -104,6 +104,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-rows", metavar="DIR", help="log the rows each task reads")
     parser.add_argument("--step-delay", type=float, default=0.0, metavar="SECONDS",
                         help="sleep after each training step")
+    parser.add_argument("--no-evaluation", action="store_true",
+                        help="train and checkpoint only (bench/distributed.py measures this)")
     parser.add_argument("--verbose", action="store_true")
     return parser
 
@@ -126,11 +128,12 @@ def main(argv=None) -> int:
         os.makedirs(args.log_rows, exist_ok=True)
         train_input = row_logging(train_input, args.log_rows, "rows")
         eval_input = row_logging(eval_input, args.log_rows, "eval-rows")
+    evaluating = not args.no_evaluation
     result = hk.train_and_evaluate(
-        model, train_input, eval_input,
+        model, train_input, eval_input if evaluating else None,
         max_steps=args.max_steps, eval_every=args.eval_every,
-        early_stopping=hk.EarlyStopping("v/rmse", patience=args.patience),
-        export=hk.BestExport(keep=1), progress=False,
+        early_stopping=hk.EarlyStopping("v/rmse", patience=args.patience) if evaluating else None,
+        export=hk.BestExport(keep=1) if evaluating else None, progress=False,
         hooks=[StepDelay(args.step_delay)] if args.step_delay else ())
     task = model.cluster.task if model.cluster else "local"
     print(f"result {task}: steps={result.steps} stopped_early={result.stopped_early} "
