@@ -22,17 +22,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TRAIN = os.path.join(ROOT, "examples", "distributed", "train.py")
 #: Seconds a peer may be away in the tests: a restarted chief must be back by then.
 PEER_TIMEOUT = 30
+#: The peer timeout of a test where no task comes back: a lost peer is found sooner.
+SHORT_PEER_TIMEOUT = 15
 #: Every cluster run, from its (re)start to the last task's exit, takes at most this.
 CLUSTER_BOUND = 120.0
 _EVENT = re.compile(
     r"^headkit launch: \[([\d.]+)s\] (\S+) (started \(pid (\d+)\).*|exited with (.*))$")
 
 
-def environment() -> Dict[str, str]:
+def environment(peer_timeout: float = PEER_TIMEOUT) -> Dict[str, str]:
     """One TensorFlow thread per task, gRPC's poll engine, the tests' peer timeout."""
     return dict(os.environ, PYTHONPATH=ROOT, TF_NUM_INTEROP_THREADS="1",
                 TF_NUM_INTRAOP_THREADS="1", GRPC_POLL_STRATEGY="poll",
-                TF_CPP_MIN_LOG_LEVEL="3", HEADKIT_PEER_TIMEOUT_SECS=str(PEER_TIMEOUT),
+                TF_CPP_MIN_LOG_LEVEL="3", HEADKIT_PEER_TIMEOUT_SECS=f"{peer_timeout:g}",
                 PYTHONUNBUFFERED="1")
 
 
@@ -40,8 +42,9 @@ class LaunchedCluster:
     """``headkit launch`` of the example script; its output lines, task PIDs and exits."""
 
     def __init__(self, directory: str, strategy: str, workers: int = 1, ps: int = 0,
-                 evaluator: bool = True, restarts: int = 0, args: Sequence[str] = ()) -> None:
-        self.directory = directory
+                 evaluator: bool = True, restarts: int = 0, args: Sequence[str] = (),
+                 peer_timeout: float = PEER_TIMEOUT) -> None:
+        self.directory, self.peer_timeout = directory, peer_timeout
         self.model_dir = os.path.join(directory, "model")
         self.rows_dir = os.path.join(directory, "rows")
         self.log_dir = os.path.join(directory, "logs")
@@ -52,7 +55,7 @@ class LaunchedCluster:
                    "--log-rows", self.rows_dir, *args]
         self.started = time.monotonic()
         self.popen = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, env=environment(), cwd=ROOT,
+                                      text=True, env=environment(peer_timeout), cwd=ROOT,
                                       start_new_session=True)
         self.lines: List[str] = []
         self.cluster: Dict[str, List[str]] = {}

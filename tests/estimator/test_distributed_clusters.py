@@ -14,16 +14,22 @@ import os
 
 import pytest
 
-from tests.estimator._cluster import CLUSTER_BOUND, PEER_TIMEOUT, TRAIN, LaunchedCluster
+from tests.estimator._cluster import (
+    CLUSTER_BOUND,
+    SHORT_PEER_TIMEOUT,
+    TRAIN,
+    LaunchedCluster,
+)
 
 pytestmark = pytest.mark.timeout(420)
 
 BASE = ("--rows", "256", "--batch-size", "16", "--eval-every", "100")
 #: Plateau data: validation stops improving after an evaluation or two, so early
-#: stopping (patience 2) ends every run long before max_steps.
-ARGS = BASE + ("--max-steps", "5000", "--patience", "2", "--plateau")
+#: stopping (patience 2) ends every run long before max_steps. A short sleep after
+#: each step leaves the evaluator CPU to keep up (it decides sooner, in steps and seconds).
+ARGS = BASE + ("--max-steps", "5000", "--patience", "2", "--plateau", "--step-delay", "0.02")
 #: Learnable data, slowed down: a run long enough to kill a task and restart it.
-SLOW = BASE + ("--max-steps", "1200", "--patience", "3", "--step-delay", "0.03")
+SLOW = BASE + ("--max-steps", "800", "--patience", "3", "--step-delay", "0.03")
 ROWS, BATCH = 256, 16
 OK = ["exit code 0"]
 
@@ -178,7 +184,7 @@ def test_ps_mode_chief_killed_and_restarted_resumes_from_the_newest_checkpoint(l
 
 def test_evaluator_killed_and_restarted_keeps_evaluating_and_its_early_stopping_count(launch):
     cluster = launch("none", workers=0, ps=1, evaluator=True, restarts=1,
-                     args=BASE + ("--max-steps", "3000", "--patience", "4", "--plateau",
+                     args=BASE + ("--max-steps", "3000", "--patience", "3", "--plateau",
                                   "--step-delay", "0.02"))
 
     def counting():
@@ -199,22 +205,30 @@ def test_evaluator_killed_and_restarted_keeps_evaluating_and_its_early_stopping_
     assert after["history"][:kept] == before["history"]  # nothing evaluated twice or lost
     assert len(after["history"]) > kept  # the restarted evaluator went on
     count = before["early_stopping"]
-    if after["early_stopping"]["best_step"] == count["best_step"]:  # no improvement since:
-        # the count went on from where it was, so fewer evaluations than patience were needed
-        assert len(after["history"]) - kept <= 4 - count["evals_without_improvement"] + 1
+    stopped = after["early_stopping"]
+    assert stopped["evals_without_improvement"] == 3  # stopped by patience
+    if stopped["best_step"] == count["best_step"]:  # no improvement since:
+        # the count went on from where it was (at least 1): a reset count would have
+        # needed all 3 evaluations again. (After the stop, the evaluator also evaluates
+        # the last checkpoint the chief saved.)
+        deciding = [e for e in after["history"][kept:] if e["step"] <= stopped["stop_step"]]
+        assert len(deciding) == 3 - count["evals_without_improvement"]
 
 
 def test_killed_ps_gives_every_other_role_a_clear_error_naming_it(launch):
-    cluster = launch("none", workers=1, ps=1, evaluator=True, restarts=1)
+    # restarts=1: the launcher waits for the others to stop by themselves before it would
+    # restart the group, instead of stopping them at once.
+    cluster = launch("none", workers=1, ps=1, evaluator=True, restarts=1,
+                     peer_timeout=SHORT_PEER_TIMEOUT)
     cluster.wait_until(lambda: len(cluster.rows("worker-0")) >= 20, 150, "training")
     address = cluster.address("ps:0")
     killed = cluster.kill("ps:0")
     others = ("chief", "worker:0", "evaluator")
     cluster.wait_until(lambda: all(cluster.exits().get(t) for t in others),
-                       PEER_TIMEOUT + 60, "every other task to stop")
+                       cluster.peer_timeout + 60, "every other task to stop")
     for task in others:
         assert cluster.exits()[task] == ["exit code 1"], cluster.output()
-        assert cluster.event_time(task, "exit code") - killed <= PEER_TIMEOUT + 25
+        assert cluster.event_time(task, "exit code") - killed <= cluster.peer_timeout + 25
         assert f"ps task 0 at {address}" in cluster.task_output(task), cluster.output()
     status = cluster.status()  # the chief recorded why it failed, for the evaluator
     assert status["state"] == "failed" and f"ps task 0 at {address}" in status["reason"]
@@ -223,16 +237,18 @@ def test_killed_ps_gives_every_other_role_a_clear_error_naming_it(launch):
 
 def test_mwms_worker_killed_stops_every_task_and_the_restarted_group_resumes(launch):
     cluster = launch("multi_worker_mirrored", workers=1, ps=0, evaluator=True, restarts=1,
-                     args=BASE + ("--max-steps", "1000", "--patience", "3", "--plateau"))
+                     peer_timeout=SHORT_PEER_TIMEOUT,
+                     args=BASE + ("--max-steps", "1000", "--patience", "2", "--plateau",
+                                  "--step-delay", "0.02"))
     cluster.wait_until(lambda: any(s >= 100 for s in _checkpoint_steps(cluster.model_dir)),
                        180, "a checkpoint at step 100")
     address = cluster.address("worker:0")
     killed = cluster.kill("worker:0")
     at_kill = _checkpoint_steps(cluster.model_dir)
     cluster.wait_until(lambda: cluster.exits().get("chief") and cluster.exits().get(
-        "evaluator"), PEER_TIMEOUT + 60, "the chief and the evaluator to stop")
+        "evaluator"), cluster.peer_timeout + 60, "the chief and the evaluator to stop")
     for task in ("chief", "evaluator"):
-        assert cluster.event_time(task, "exit code") - killed <= PEER_TIMEOUT + 25
+        assert cluster.event_time(task, "exit code") - killed <= cluster.peer_timeout + 25
         assert f"worker task 0 at {address}" in cluster.task_output(task), cluster.output()
     assert cluster.finish(CLUSTER_BOUND + 150) == 0, cluster.output()
     assert cluster.exits() == {"chief": ["exit code 1", "exit code 0"],
