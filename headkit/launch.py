@@ -9,8 +9,6 @@ the same ``TF_CONFIG``; without them (``MultiWorkerMirroredStrategy``, whose
 collectives need the whole group), and when a ps fails, the group restarts
 once the other tasks have stopped. No process is left behind: each task runs
 in its own process group, killed as a whole, and dies with the launcher.
-
-Imports no TensorFlow.
 """
 
 from __future__ import annotations

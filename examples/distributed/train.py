@@ -79,14 +79,15 @@ def row_logging(input_fn, directory: str, suffix: str):
     return logged
 
 
-class StepDelay(tf.compat.v1.train.SessionRunHook):
-    """Sleeps after each step: slows a small run down, to watch a cluster or kill a task."""
+def step_delay(seconds: float):
+    """A hook that sleeps after each step: slows a small run down, to watch a cluster or kill
+    a task (built here, so that importing the script needs no tf.estimator-era hook class)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    class StepDelay(tf.compat.v1.train.SessionRunHook):
+        def after_run(self, run_context, run_values):
+            time.sleep(seconds)
 
-    def after_run(self, run_context, run_values):
-        time.sleep(self.seconds)
+    return StepDelay()
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
         max_steps=args.max_steps, eval_every=args.eval_every,
         early_stopping=hk.EarlyStopping("v/rmse", patience=args.patience) if evaluating else None,
         export=hk.BestExport(keep=1) if evaluating else None, progress=False,
-        hooks=[StepDelay(args.step_delay)] if args.step_delay else ())
+        hooks=[step_delay(args.step_delay)] if args.step_delay else ())
     task = model.cluster.task if model.cluster else "local"
     print(f"result {task}: steps={result.steps} stopped_early={result.stopped_early} "
           f"evaluations={len(result.history)} best_export={result.best_export} "
