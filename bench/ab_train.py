@@ -6,7 +6,7 @@ blocks of steps, so load from other programs falls on both alike. Plain
 ``session.run`` of the train_op and loss: no Estimator hooks, which isolates
 the cost of the graph that headkit builds.
 
-    python bench/ab_train.py                 # median microseconds per step, and the ratio
+    python bench/ab_train.py                 # median microseconds per step, and the ratios
     python bench/ab_train.py --blocks 80 --json ab.json
 """
 
@@ -32,14 +32,23 @@ import variants  # noqa: E402
 import workload as wl  # noqa: E402
 
 
-def train_session(model_fn: Any, paths: Dict[str, str]) -> Tuple[Any, List[Any], int]:
-    """A session over a fresh TRAIN graph of ``model_fn``; returns it, fetches, op count."""
+def train_session(model_fn: Any, paths: Dict[str, str],
+                  looped: bool = False) -> Tuple[Any, List[Any], int]:
+    """A session over a fresh TRAIN graph of ``model_fn``; returns it, fetches, op count.
+
+    ``looped``: the model_fn reads its batches itself, in a loop (``steps_per_run``).
+    """
+    from headkit.estimator.resume import LoopInput
+
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(wl.SEED)
         tf.compat.v1.train.get_or_create_global_step()
         iterator = tf.compat.v1.data.make_initializable_iterator(wl.dataset(paths, True))
-        features, labels = iterator.get_next()
+        if looped:
+            features, labels = LoopInput(iterator.get_next), None
+        else:
+            features, labels = iterator.get_next()
         spec = model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, None)
         init = [tf.compat.v1.global_variables_initializer(),
                 tf.compat.v1.local_variables_initializer(), iterator.initializer]
@@ -48,18 +57,28 @@ def train_session(model_fn: Any, paths: Dict[str, str]) -> Tuple[Any, List[Any],
     return session, [spec.train_op, spec.loss], len(graph.get_operations())
 
 
+#: Steps per session.run of the looped variant.
+LOOP = 32
+
+
 def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str]) -> Dict:
     from headkit.estimator.model_fn import make_model_fn
     from headkit.estimator.optimizers import resolve_optimizer
 
+    optimizer = resolve_optimizer("adam", wl.LEARNING_RATE)
     sessions = {
         "handwritten": train_session(variants.handwritten_model_fn, paths),
-        "headkit": train_session(make_model_fn(
-            wl.build_body, variants.headkit_heads(), resolve_optimizer("adam", wl.LEARNING_RATE)
-        ), paths),
+        "headkit": train_session(make_model_fn(wl.build_body, variants.headkit_heads(),
+                                               optimizer), paths),
+        f"headkit_spr{LOOP}": train_session(make_model_fn(
+            wl.build_body, variants.headkit_heads(), optimizer, steps_per_run=LOOP), paths,
+            looped=True),
     }
-    for session, fetches, _ in sessions.values():
-        for _ in range(warmup):
+    #: session.run calls per block: the looped graph runs LOOP steps per call.
+    runs = {name: steps_per_block // LOOP if name.endswith(f"spr{LOOP}") else steps_per_block
+            for name in sessions}
+    for name, (session, fetches, _) in sessions.items():
+        for _ in range(max(1, warmup * runs[name] // steps_per_block)):
             session.run(fetches)
     times: Dict[str, List[float]] = {name: [] for name in sessions}
     names = list(sessions)
@@ -67,14 +86,16 @@ def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str
         for name in names if block % 2 == 0 else names[::-1]:
             session, fetches, _ = sessions[name]
             start = time.perf_counter()
-            for _ in range(steps_per_block):
+            for _ in range(runs[name]):
                 session.run(fetches)
-            times[name].append((time.perf_counter() - start) / steps_per_block * 1e6)
+            steps = runs[name] * (LOOP if runs[name] != steps_per_block else 1)
+            times[name].append((time.perf_counter() - start) / steps * 1e6)
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {
         "us_per_step": medians,
         "graph_ops": {name: ops for name, (_, _, ops) in sessions.items()},
-        "headkit_steps_per_second_ratio": medians["handwritten"] / medians["headkit"],
+        "steps_per_second_ratio": {name: medians["handwritten"] / medians[name]
+                                   for name in names},
         "blocks": blocks,
         "steps_per_block": steps_per_block,
     }
@@ -83,7 +104,8 @@ def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=40)
-    parser.add_argument("--steps-per-block", type=int, default=25)
+    parser.add_argument("--steps-per-block", type=int, default=64,
+                        help="a multiple of 32 (the looped variant runs 32 per call)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--rows", type=int, default=65536)
     parser.add_argument("--json", help="also write the result to this file")

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_one(way: str, steps: int, eval_every: int) -> dict:
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.environ.get("HEADKIT_SRC") or ROOT)  # as bench/variants.py
     import headkit as hk
 
     hk.quiet_tensorflow()
@@ -91,7 +91,8 @@ def run_one(way: str, steps: int, eval_every: int) -> dict:
         hk.train_and_evaluate(estimator, train_input, eval_input, max_steps=steps,
                               eval_every=eval_every, progress=False)
     wall = time.perf_counter() - started
-    return {"way": way, "wall_seconds": wall, "eval_seconds": spent[0],
+    return {"way": way, "steps": steps, "eval_every": eval_every,
+            "wall_seconds": wall, "eval_seconds": spent[0],
             "eval_share": spent[0] / wall, "steps_per_second": steps / wall}
 
 

@@ -33,6 +33,7 @@ def _result(steps, eval_seconds, latency, loss=0.5):
     return {
         "steps_per_second": steps,
         "cpu_ms_per_step": 1000.0 / steps,
+        "train_wall_seconds": 10.0,
         "eval_seconds": eval_seconds,
         "export_seconds": 1.0,
         "savedmodel_bytes": 2048,
@@ -57,11 +58,20 @@ def test_ratios_are_medians_over_the_baselines_median():
 
 
 def test_targets_report_a_miss():
-    ratios = {"headkit": {"steps_per_second": 0.95, "eval_seconds": 1.0,
-                          "serving_default_b1_ms": 1.2, "serving_default_b256_ms": 1.0}}
-    met = {c["metric"]: c["ok"] for c in run.check_targets(ratios)}
-    assert met == {"steps_per_second": False, "eval_seconds": True,
-                   "serving_default_b1_ms": False, "serving_default_b256_ms": True}
+    ratios = {"headkit": {"steps_per_second": 0.95, "train_wall_seconds": 1.05,
+                          "eval_seconds": 1.0, "export_seconds": 1.6,
+                          "serving_default_b1_ms": 1.2, "serving_default_b256_ms": 1.0},
+              "headkit_spr32": {"steps_per_second": 1.52}}
+    met = {(c["variant"], c["metric"]): c["ok"] for c in run.check_targets(ratios)}
+    assert met == {("headkit", "steps_per_second"): False,
+                   ("headkit_spr32", "steps_per_second"): True,
+                   ("headkit", "train_wall_seconds"): True, ("headkit", "eval_seconds"): True,
+                   ("headkit", "export_seconds"): False,
+                   ("headkit", "serving_default_b1_ms"): False,
+                   ("headkit", "serving_default_b256_ms"): True}
+    # A variant left out of the run is not judged.
+    assert {c["variant"] for c in run.check_targets({"headkit": ratios["headkit"]})} == {
+        "headkit"}
 
 
 def test_serving_targets_use_the_interleaved_latency():
@@ -73,7 +83,8 @@ def test_serving_targets_use_the_interleaved_latency():
     interleaved = run.summarize_interleaved(rounds)
     assert interleaved["medians"]["handwritten"]["serving_default_b1_ms"] == 2.0
     assert interleaved["ratios"]["headkit"]["serving_default_b256_ms"] == pytest.approx(1.3)
-    ratios = {"headkit": {"steps_per_second": 1.0, "eval_seconds": 1.0,
+    ratios = {"headkit": {"steps_per_second": 1.0, "train_wall_seconds": 1.0,
+                          "eval_seconds": 1.0, "export_seconds": 1.0,
                           "serving_default_b1_ms": 1.0, "serving_default_b256_ms": 1.0}}
     checks = {c["metric"]: c for c in run.check_targets(ratios, interleaved["ratios"])}
     assert checks["serving_default_b1_ms"]["source"] == "interleaved"
@@ -117,7 +128,7 @@ def test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run(tmp_pat
         sys.executable, os.path.join(BENCH, "run.py"), "--rounds", "1",
         "--variants", "handwritten,headkit", "--scaling-heads", "", "--rows", "1024",
         "--warmup", "2", "--steps", "8", "--eval-batches", "2", "--calls", "3",
-        "--out-dir", str(tmp_path), "--quiet", "--skip-interleaved",
+        "--out-dir", str(tmp_path), "--quiet", "--skip-interleaved", "--eval-share-rounds", "0",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     subprocess.run(command, check=True, capture_output=True, env=env, timeout=120)
@@ -138,3 +149,23 @@ def test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run(tmp_pat
     assert report["config"]["steps"] == 8
     table = (tmp_path / "results.md").read_text()
     assert "| headkit |" in table and "| train steps/s |" in table
+
+
+def test_the_report_shows_the_evaluation_share_and_its_target():
+    raw = {"handwritten": [_result(200, 2.0, 1.0)], "headkit": [_result(190, 2.0, 1.0)]}
+    share = {"rounds": 1, "steps": 1000, "eval_every": 100, "ok": True, "medians": {
+        "checkpoint": {"wall_seconds": 27.0, "eval_seconds": 13.7, "eval_share": 0.51,
+                       "steps_per_second": 37.0},
+        "in_memory": {"wall_seconds": 8.6, "eval_seconds": 1.8, "eval_share": 0.21,
+                      "steps_per_second": 116.0}}}
+    summary = run.summarize(raw)
+    report = {"meta": {"date": "today", "rounds": 1, "cpu_count": 2, "git_commit": "abc",
+                       "git_dirty": False, "load_before": [0.1], "load_after": [0.2]},
+              "config": {"calls": 3}, "summary": summary, "raw": raw,
+              "targets": run.check_targets(summary["ratios"]), "eval_share": share,
+              "eval_loss_agreement": None, "scaling": None}
+    table = run.markdown(report)
+    assert "| in_memory | 8.6 | 1.8 | 21% | 116 |" in table
+    assert "| checkpoint | 27.0 | 13.7 | 51% | 37 |" in table
+    assert "In-memory evaluation share 21% (target <= 25%): met." in table
+    assert "| headkit: train() wall | 1.000 | <= 1.1 | yes | per process |" in table

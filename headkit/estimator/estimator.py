@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -69,7 +69,10 @@ class _TranslatingEstimator(ResumableEstimator):
         """The chief writes the model_dir record once (checked when the Estimator was built)."""
         if self.is_chief and not os.path.exists(os.path.join(self.model_dir, RECORD_FILE)):
             if self._record is None:
-                self._record = check_model_dir(self.model_dir, self.heads, self.body)
+                graph, model = self._scratch_body()
+                with graph.as_default():
+                    self._record = check_model_dir(self.model_dir, self.heads, self.body,
+                                                   model=model)
             write_record(self.model_dir, self._record)
 
     def _record_passthrough(self) -> None:
@@ -238,6 +241,7 @@ class Estimator(_TranslatingEstimator):
                     field="heads")
             heads = HeadSet(heads)
         self._body = check_body(body)
+        self._scratch: Optional[Tuple[tf.Graph, tf.keras.Model]] = None
         self._record = None
         self._cluster = distributed.Cluster.from_environment()
         config, self._cluster_mode = _run_config(config, self._cluster)
@@ -250,7 +254,9 @@ class Estimator(_TranslatingEstimator):
             # A model_dir that holds a model: its normalisation statistics, and refuse
             # other heads or another body now.
             heads = recorded_heads(model_dir, heads)
-            self._record = check_model_dir(model_dir, heads, self._body)
+            graph, model = self._scratch_body()
+            with graph.as_default():
+                self._record = check_model_dir(model_dir, heads, self._body, model=model)
         self._heads = heads
         optimizer_factory = resolve_optimizer(optimizer, learning_rate)
         source, head_map = check_warm_start(warm_start_from, head_map, model_dir)
@@ -285,10 +291,25 @@ class Estimator(_TranslatingEstimator):
                 f"{where}. Use steps_per_run=1 there (docs/distributed.md), or train in one "
                 "process without a strategy.", field="steps_per_run")
 
+    def _scratch_body(self) -> Tuple[tf.Graph, tf.keras.Model]:
+        """The body built once, in a graph of its own, and that graph.
+
+        For what needs the body's structure only (the model_dir record, the
+        export's input specs and weight layout, pass-through and warm-start
+        checks): building a Keras body costs as much as the rest of an export.
+
+        Example:
+            >>> graph, model = estimator._scratch_body()  # doctest: +SKIP
+        """
+        if self._scratch is None:
+            with tf.Graph().as_default() as graph:
+                self._scratch = graph, instantiate_body(self._body)
+        return self._scratch
+
     def _inspect_body(self, passthrough: Any, structure: bool):
         """The Passthrough, checked against the body, and the body's structure (scratch graph)."""
-        with tf.Graph().as_default():
-            model = instantiate_body(self._body)
+        graph, model = self._scratch_body()
+        with graph.as_default():
             checked = Passthrough.of(passthrough, self._heads, model_input_specs(model))
             if checked:
                 keys = prediction_keys(self._heads, model)

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from headkit.body import instantiate_body, model_input_specs
+from headkit.body import model_input_specs
 from headkit.errors import ConfigError
 from headkit.estimator import model_fn as model_fn_lib
 from headkit.kinds.predictions import split_flat
@@ -52,8 +52,8 @@ def export_estimator(
             "or pass checkpoint_path=."
         )
     passthrough = estimator.passthrough_specs("export")
-    with tf.Graph().as_default():  # built once: the spec, the raw dtypes and the layout
-        model = instantiate_body(estimator.body)
+    graph, model = estimator._scratch_body()  # the spec, the raw dtypes and the layout
+    with graph.as_default():
         inputs = model_input_specs(model)
         layout = body_layout(model, estimator.heads, GRAPH_KEYS)
     spec = dict(feature_spec) if feature_spec is not None else spec_of_inputs(inputs)

@@ -78,7 +78,6 @@ def head_metrics(
     predictions: Mapping[str, tf.Tensor],
     losses: tf.Tensor,
     weights: Optional[tf.Tensor],
-    loss_weights: Optional[tf.Tensor] = None,
 ) -> Dict[str, Any]:
     """Eval metric ops for one trained head, keyed ``"<head>/<metric>"``.
 
@@ -93,8 +92,6 @@ def head_metrics(
         losses: per-example losses, shape ``[batch]``.
         weights: per-example weights (mask of labelled rows x example weights)
             or None.
-        loss_weights: the per-example weights of ``<head>/loss`` (``weights``
-            x class weights); None for ``weights``.
 
     Keras metrics given by the user see ``y_true`` = class ids ``[batch, 1]``
     and ``y_pred`` = probabilities ``[batch, n_classes]`` for classification,
@@ -107,9 +104,7 @@ def head_metrics(
         ...     ops = head_metrics(head, labels, predictions, losses, None)
     """
     loss_key = metric_key(head.name, "loss")
-    if loss_weights is None:
-        loss_weights = weights
-    result: Dict[str, Any] = {loss_key: _v1.mean(losses, loss_weights, name=loss_key)}
+    result: Dict[str, Any] = {loss_key: _v1.mean(losses, weights, name=loss_key)}
     kind = kinds.get(head)
     for spec in head.metrics:
         key = metric_key(head.name, metric_name(head.name, spec))

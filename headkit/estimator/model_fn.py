@@ -37,8 +37,10 @@ ModeKeys = tf.estimator.ModeKeys
 
 
 def _train_op(optimizer: Any, loss: tf.Tensor, pairs: List[Tuple[Any, tf.Variable]],
-              update_ops: List[Any], step: tf.Tensor) -> Any:
-    if not pairs:
+              update_ops: List[Any], step: tf.Tensor, body: tf.keras.Model) -> Any:
+    reached = {id(v) for _, v in pairs}
+    if not any(id(v) in reached for v in body.trainable_variables):  # learned loss weights
+        # always get a gradient: the body must get one too
         raise ConfigError(
             "No trainable variable of the body receives a gradient from the loss. Check that "
             "the trained heads' outputs depend on the body's layers.", field="body",
@@ -136,7 +138,8 @@ def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
         terms = batch.head_terms(heads, outputs, labels, features)
         flat_inputs = tf.nest.flatten(inputs)
         losses = regularization + model.get_losses_for(flat_inputs)
-        weighted, weights = weighting.weigh({n: t.loss for n, t in terms.items()})
+        weighted, weights = weighting.weigh({n: t.loss for n, t in terms.items()},
+                                            {n: t.labelled for n, t in terms.items()})
         total = weighting.total(weighted, losses)
         total = batch.finite_guard(heads, terms, total, first + index)
         pairs = step_gradients(heads, tf.gradients, total, weighted, losses,
@@ -146,7 +149,7 @@ def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
             update = weighting.update({n: t.loss for n, t in terms.items()})
         train_op = _train_op(train_optimizer, total, pairs,
                              model.get_updates_for(flat_inputs) + ([update] if update else []),
-                             step)
+                             step, model)
         with tf.control_dependencies([train_op]):
             return (index + 1, tf.identity(total),
                     tf.stack([terms[name].loss for name in names]),
@@ -221,7 +224,8 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
         # The loss weighting's variables exist in TRAIN and EVAL graphs only, so the
         # default Saver keeps them in checkpoints and no export holds them.
         weighting = LossWeights(heads)
-        weighted, loss_weights = weighting.weigh({n: t.loss for n, t in terms.items()})
+        weighted, loss_weights = weighting.weigh({n: t.loss for n, t in terms.items()},
+                                                 {n: t.labelled for n, t in terms.items()})
         learned = {metric_key(n, LOSS_WEIGHT): w for n, w in loss_weights.items()
                    if weighting.is_learned}
         eval_metrics: Dict[str, Any] = {}
@@ -231,7 +235,7 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
                 with tf.name_scope(head.name):
                     eval_metrics.update(metrics_lib.head_metrics(
                         head, term.labels, per_head[head.name], term.example_losses,
-                        term.weights, term.loss_weights))
+                        term.weights))
             # The checkpoint's values: constant over the evaluation.
             eval_metrics.update({k: (w, tf.no_op()) for k, w in learned.items()})
         regularization = model.get_losses_for(None) + model.get_losses_for(flat_inputs)
@@ -255,7 +259,7 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
         with tf.control_dependencies([loss]):  # after this step's weights were read
             update = weighting.update({n: t.loss for n, t in terms.items()})
         train_op = _train_op(optimizer(), loss, pairs, update_ops + ([update] if update else []),
-                             step)
+                             step, model)
         scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op,
                                           predictions=predictions, scaffold=scaffold)

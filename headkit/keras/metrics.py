@@ -119,7 +119,7 @@ class HeadMetrics:
             term, kind = terms[head.name], kinds.get(head)
             for name, metric in self.by_head[head.name]:
                 if name is None:
-                    metric.update_state(term.example_losses, sample_weight=term.loss_weights)
+                    metric.update_state(term.example_losses, sample_weight=term.weights)
                     continue
                 y_true, y_pred = kind.metric_inputs(
                     head, None if name == "keras" else name, term.labels, per_head[head.name])

@@ -189,7 +189,8 @@ class _HeadsModel(tf.keras.Model):
         outputs = self(features, training=training)
         terms = batch.head_terms(self.headkit_heads, outputs, labels, features)
         weighted, loss_weights = self.headkit_weighting.weigh(
-            {name: term.loss for name, term in terms.items()})
+            {name: term.loss for name, term in terms.items()},
+            {name: term.labelled for name, term in terms.items()})
         regularization = self.headkit_body.losses  # computed here, inside any tape
         total = self.headkit_weighting.total(weighted, regularization)
         return outputs, terms, weighted, loss_weights, regularization, total

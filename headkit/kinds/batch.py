@@ -37,17 +37,24 @@ class HeadTerms:
         labels: loss-ready labels (the kind's ``prepare_labels``).
         weights: per-example weights of the metrics (labelled-row mask x
             ``weight_column``), or None.
-        example_losses: the loss of each example, ``[batch]``.
-        loss: the head's loss: the mean of ``example_losses`` weighted by ``loss_weights``.
-        loss_weights: per-example weights of the loss: ``weights`` x the weight
-            of the example's class (``class_weight``), or None.
+        example_losses: the loss of each example, ``[batch]``, times the weight
+            of its label's class when the head has a ``class_weight``.
+        loss: the head's loss: the mean of ``example_losses`` weighted by
+            ``weights``, ``sum(w * loss) / sum(w)`` (0 when no row has weight).
     """
 
     labels: Any
     weights: Optional[Any]
     example_losses: Any
     loss: Any
-    loss_weights: Optional[Any] = attrs.Factory(lambda self: self.weights, takes_self=True)
+
+    @property
+    def labelled(self) -> Any:
+        """Whether any row of the batch weighs in this head's loss (a bool tensor; True
+        without weights)."""
+        if self.weights is None:
+            return tf.constant(True)
+        return tf.reduce_sum(self.weights) > 0
 
 
 def labels_by_head(heads: HeadSet, labels: Any) -> Dict[str, Any]:
@@ -202,11 +209,15 @@ def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
         with tf.name_scope(head.name):  # NAME_PATTERN names are valid scope names
             ready, mask = kind.prepare_labels(head, label_tensors[head.label_key])
             weights = _combine(mask, example_weights(head, features))
-            loss_weights = _combine(kind.class_example_weights(head, ready), weights)
             per_example = kind.per_example_loss(head, ready, outputs[head.name])
+            # Class weights scale each example's loss but stay out of the divisor: the
+            # sum over the batch is divided by the rows' weights (mask x weight_column),
+            # which is the batch size without them, as the canned heads and Keras do.
+            class_weights = kind.class_example_weights(head, ready)
+            if class_weights is not None:
+                per_example = per_example * class_weights
             terms[head.name] = HeadTerms(ready, weights, per_example,
-                                         losses.head_loss(per_example, loss_weights),
-                                         loss_weights)
+                                         losses.head_loss(per_example, weights))
     return terms
 
 

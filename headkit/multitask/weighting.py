@@ -93,13 +93,19 @@ class LossWeights(tf.Module):
                                             name="window_steps")
             self.windows = tf.Variable(0, dtype=tf.int64, trainable=False, name="windows")
 
-    def weigh(self, losses: Mapping[str, Any]) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
+    def weigh(self, losses: Mapping[str, Any], labelled: Optional[Mapping[str, Any]] = None
+              ) -> Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]:
         """``(terms, loss_weights)``: each trained head's term in the total, and its weight.
 
         ``losses`` maps each trained head to its loss ``L_i``. A head's
         ``loss_weight`` is the factor on ``L_i`` in its term (``c_i`` when
         fixed, ``c_i * f_i * exp(-s_i)``, ``c_i * w_i``). Each variable is read
         once, so the terms and the reported weights agree within a step.
+
+        ``labelled`` (head -> bool tensor, ``HeadTerms.labelled``): a batch in
+        which no row weighs in a head's loss leaves its uncertainty term out
+        entirely; ``+ s_i`` alone would push ``s_i`` down on every such batch
+        and grow the head's weight without bound while its labels are absent.
         """
         dwa = None
         if self.method_name == DynamicWeightAverage.name and self.weighted_names:
@@ -111,7 +117,10 @@ class LossWeights(tf.Module):
             if name in self.log_variances:
                 s = tf.convert_to_tensor(self.log_variances[name])
                 scale = weight * self.factors[name]
-                terms[name] = scale * (tf.exp(-s) * loss + s)
+                term = scale * (tf.exp(-s) * loss + s)
+                if labelled is not None and name in labelled:
+                    term = term * tf.cast(labelled[name], term.dtype)
+                terms[name] = term
                 weights[name] = scale * tf.exp(-s)
             elif dwa is not None and name in dwa:
                 terms[name] = weight * dwa[name] * loss

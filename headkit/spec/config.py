@@ -401,7 +401,8 @@ def _class_weight_from_dict(raw: Any, output: Any, where: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigTypeError(
             f"{where} must be a table of class -> weight (got {raw!r}); e.g. "
-            '{ Adelie = 1.0, Chinstrap = 2.0 }, or { "0" = 1.0, "1" = 3.0 } by class id.')
+            '{ Adelie = 1.0, Chinstrap = 2.0 }, or { "0" = 1.0, "1" = 3.0 } by class id.',
+            field=where)
     if getattr(output, "vocabulary", "") is not None:
         return dict(raw)  # class names (or an output that takes none: the Head says so)
     weights = {}
@@ -411,7 +412,7 @@ def _class_weight_from_dict(raw: Any, output: Any, where: str) -> Any:
             raise ConfigError(
                 f"{where}: the head has no vocabulary, so classes are ids 0..."
                 f"{getattr(output, 'n_classes', 1) - 1} (got {key!r}). Write \"0\" = 1.0, or "
-                "give the output a vocabulary.")
+                "give the output a vocabulary.", field=where)
         weights[int(text)] = value
     return weights
 

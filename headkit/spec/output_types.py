@@ -275,6 +275,8 @@ def _statistic(value: Any) -> Any:
     """A number, or one number per dimension, as a float or a tuple of floats (1-tuples: float)."""
     if value is None or isinstance(value, (str, bytes)):
         return value
+    if getattr(value, "shape", None) == ():  # a 0-d array is one number
+        return as_float(value.item())
     if hasattr(value, "__iter__"):
         values = tuple(as_float(v) for v in value)
         return values[0] if len(values) == 1 else values
@@ -289,12 +291,20 @@ def _per_dimension(value: Statistic, dimension: int, default: float) -> Tuple[fl
     return (value,) * dimension
 
 
-def _label_columns(values: Any) -> List[List[float]]:
-    """Label values (a list, an array, a Series; rows of numbers for a wider head) by column.
+def _label_columns(values: Any, missing_label: Any = None) -> List[List[float]]:
+    """Label values (a list, an array, a Series or DataFrame; rows of numbers for a wider
+    head) by column.
 
-    NaN and None (missing labels) are left out.
+    NaN, None and ``missing_label`` (missing labels) are left out.
     """
-    rows = values.tolist() if hasattr(values, "tolist") else list(values)
+    if hasattr(values, "to_numpy"):  # pandas: the values, not the column names
+        values = values.to_numpy()
+    rows = values.tolist() if hasattr(values, "tolist") else values
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
+        raise ConfigTypeError(
+            f"from_labels: labels must be a column of values (got {values!r}). Pass the "
+            'training labels of the head, e.g. train["body_mass_g"].', field="labels")
+    rows = list(rows)
     columns: List[List[float]] = []
     for index, row in enumerate(rows):
         row = list(row) if isinstance(row, (list, tuple)) else [row]
@@ -306,7 +316,8 @@ def _label_columns(values: Any) -> List[List[float]]:
                 f"{len(columns)}. Pass one label column, or rows of equal length.",
                 field="labels")
         for column, value in zip(columns, row):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
+            if value is None or (isinstance(value, float) and math.isnan(value)) or (
+                    missing_label is not None and value == missing_label):
                 continue
             value = as_float(value)
             if not _is_number(value) or not math.isfinite(value):
@@ -380,15 +391,19 @@ class Regression:
     is_binary = False
 
     @classmethod
-    def from_labels(cls, values: Iterable[Any], **fields: Any) -> "Regression":
+    def from_labels(cls, values: Iterable[Any], missing_label: Any = None,
+                    **fields: Any) -> "Regression":
         """A Regression whose ``mean`` and ``std`` are the training labels' own.
 
-        ``std`` is the population standard deviation (``ddof=0``); NaN and
-        None (missing labels) are left out. A column of rows (``[n, d]``) gives
-        ``dimension=d`` and one statistic per dimension.
+        ``std`` is the population standard deviation (``ddof=0``); NaN, None
+        and ``missing_label`` (give the head's, e.g. ``-1``) are left out. A
+        column of rows (``[n, d]``) gives ``dimension=d`` and one statistic
+        per dimension.
 
         Args:
-            values: the training labels: a list, an array or a pandas Series.
+            values: the training labels: a list, an array, a pandas Series or
+                DataFrame.
+            missing_label: the head's ``missing_label``, when it is a number.
             **fields: more Regression fields (``dimension`` is checked
                 against the labels).
 
@@ -396,7 +411,13 @@ class Regression:
             >>> Regression.from_labels([[1.0, 10.0], [3.0, 30.0]]).std
             (1.0, 10.0)
         """
-        columns = _label_columns(values)
+        given = sorted(set(fields) & {"mean", "std"})
+        if given:
+            raise ConfigError(
+                f"from_labels computes mean and std from the labels, so it takes no {given!r} "
+                f"(got {', '.join(f'{k}={fields[k]!r}' for k in given)}). Write "
+                "hk.Regression(mean=..., std=...) to give them yourself.", field=given[0])
+        columns = _label_columns(values, missing_label)
         if not columns or not columns[0]:
             raise ConfigError(
                 "from_labels: no label values to compute the mean and std from (got "
@@ -413,6 +434,11 @@ class Regression:
                 "value is the same, so there is nothing to learn. Check the column.",
                 field="labels")
         dimension = fields.pop("dimension", len(columns))
+        if as_int(dimension) != len(columns):
+            raise ConfigError(
+                f"from_labels: dimension={dimension!r}, but the labels have {len(columns)} "
+                f"column(s). Pass rows of {dimension} values, or leave dimension out.",
+                field="dimension")
         return cls(dimension, mean=means, std=stds, **fields)
 
     @property

@@ -5,14 +5,16 @@ the HeadSet, the body's layer structure (class and weight shapes of each
 layer) and the backend that trains it. A rerun is checked against it before anything is written:
 
 - fatal: head names, kinds, ``n_classes``/vocabulary/dimension, ``label_key``,
-  turning a regression's normalisation on or off, ``loss_weighting`` (its
-  variables live in the checkpoints), and the body's layers and shapes.
+  turning a regression's normalisation on or off, the ``loss_weighting`` type
+  and, under a learned one, which heads have weight > 0 (and for DWA their
+  order: its variables in the checkpoints belong to those heads), and the
+  body's layers and shapes.
   Restoring the checkpoints would put one model's weights into another, so
   :class:`~headkit.errors.RecordMismatchError` names each difference and the
   ways out (a new model_dir, or a warm start);
 - logged: metrics, ``weight``, ``loss``, ``missing_label``, ``weight_column``,
-  ``class_weight``, ``is_default`` and ``gradient_surgery``, which change no
-  weight;
+  ``class_weight``, ``is_default``, ``gradient_surgery`` and DWA's
+  ``temperature`` and ``period``, which change no weight;
 - recorded wins: a regression's ``mean`` and ``std`` (computed from the
   labels, they move with the data). The body learned the recorded ones, so
   :func:`recorded_heads` gives the rerun those, and logs the difference.
@@ -219,6 +221,40 @@ def recorded_heads(model_dir: Optional[str], heads: HeadSet) -> HeadSet:
         attrs.evolve(h, output=outputs[h.name]) if h.name in outputs else h for h in heads])
 
 
+def _weighted_heads(heads: List[Dict[str, Any]]) -> List[str]:
+    """The names of the recorded trained heads with weight > 0, in order."""
+    return [h.get("name") for h in heads
+            if (h.get("output") or {}).get("type") != "predict" and h.get("weight", 1.0) > 0]
+
+
+def _weighting_differences(previous: Dict[str, Any], record: Dict[str, Any]):
+    """(fatal, logged) differences of the loss weighting between two records.
+
+    Its type decides which variables the checkpoints hold: another type is
+    fatal. Uncertainty keeps one variable per weighted head, DWA vectors in
+    the weighted heads' order, so under a learned weighting another set of
+    weighted heads (a weight moving from or to 0), or for DWA another order, is
+    fatal too. DWA's ``temperature`` and ``period`` change no variable: logged.
+    """
+    old = previous.get("loss_weighting") or _FIXED  # older records: fixed
+    new = record["loss_weighting"]
+    if old.get("type") != new.get("type"):
+        return [f"loss_weighting {old!r} -> {new!r}"], []
+    fatal: List[str] = []
+    logged = [f"loss_weighting {old!r} -> {new!r}"] if old != new else []
+    if new.get("type") != "fixed":
+        before, after = _weighted_heads(previous["heads"]), _weighted_heads(record["heads"])
+        ordered = new.get("type") == "dynamic_weight_average"
+        if (before != after) if ordered else (sorted(before) != sorted(after)):
+            fatal.append(
+                f"the heads weighted by the {new.get('type')} loss weighting (weight > 0"
+                f"{', in this order' if ordered else ''}) {before!r} -> {after!r}: its "
+                "variables in the checkpoints belong to those heads"
+                + (". List the heads in the recorded order" if ordered
+                   and sorted(before) == sorted(after) else ""))
+    return fatal, logged
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equality where NaN equals NaN (a missing_label of NaN reads back as NaN)."""
     return a == b or (a != a and b != b)
@@ -282,9 +318,9 @@ def check_model_dir(model_dir: Optional[str], heads: HeadSet, body: Body,
         logged: List[str] = []
     else:
         fatal, logged = _head_differences(previous["heads"], record["heads"])
-        old_weighting = previous.get("loss_weighting") or _FIXED  # older records: fixed
-        if old_weighting != record["loss_weighting"]:
-            fatal.append(f"loss_weighting {old_weighting!r} -> {record['loss_weighting']!r}")
+        fatal_weighting, logged_weighting = _weighting_differences(previous, record)
+        fatal += fatal_weighting
+        logged += logged_weighting
         if previous.get("gradient_surgery") != record["gradient_surgery"]:
             logged.append(f"gradient_surgery {previous.get('gradient_surgery')!r} -> "
                           f"{record['gradient_surgery']!r}")

@@ -137,3 +137,22 @@ def test_from_estimator_moves_the_learned_weights_to_keras(uncertain, tmp_path):
     for key in ("kind/loss_weight", "size/loss_weight", "flag/loss_weight", "loss",
                 "size/rmse"):
         assert evaluation[key] == pytest.approx(uncertain["evaluation"][key], rel=1e-4), key
+
+
+@pytest.mark.parametrize("weighting", ["fixed", "uncertainty"])
+def test_a_body_whose_outputs_ignore_its_layers_is_refused_under_any_weighting(tmp_path,
+                                                                               weighting):
+    # The learned weights always get a gradient; the body must get one too.
+    def frozen_body():
+        x = tf.keras.Input((4,), name="x")
+        return tf.keras.Model({"x": x}, {
+            "kind": tf.keras.layers.Lambda(lambda t: t[:, :3])(x),
+            "size": tf.keras.layers.Lambda(lambda t: t[:, :1])(x),
+            "flag": tf.keras.layers.Lambda(lambda t: t[:, 1:2])(x)})
+
+    features, labels = multitask_data()
+    estimator = hk.Estimator(frozen_body, multitask_heads(labels, loss_weighting=weighting),
+                             model_dir=str(tmp_path))
+    with pytest.raises(hk.ConfigError, match=r"No trainable variable of the body receives a "
+                                             r"gradient from the loss"):
+        estimator.train(numpy_input_fn(features, labels), steps=1)

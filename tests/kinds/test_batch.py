@@ -32,30 +32,44 @@ def _terms(**fields):
 
 def test_class_weights_weigh_each_example_by_its_label_class_with_the_row_weights_and_mask():
     term = _terms(class_weight=CLASS_WEIGHT)["species"]
-    # By hand: the mask drops row 2; each row counts weight_column x its class's weight;
-    # the reduction is weight_column's: the weighted sum over the weights' sum.
-    weights, losses = [], []
+    # By hand: the mask drops row 2; each row's loss counts weight_column x its class's
+    # weight; the sum is divided by the rows' weights (mask x weight_column) only, as
+    # weight_column alone is: class weights stay out of the divisor.
+    weighted_sum, row_weight = 0.0, 0.0
     for row, label in enumerate(LABELS):
         if label == "":
             continue
-        weights.append(ROW_WEIGHTS[row] * CLASS_WEIGHT.get(label, 1.0))
-        losses.append(_cross_entropy(LOGITS[row], VOCABULARY.index(label)))
-    expected = sum(w * loss for w, loss in zip(weights, losses)) / sum(weights)
-    assert float(term.loss) == pytest.approx(expected, rel=1e-6)
-    assert term.loss_weights.numpy().tolist() == pytest.approx([1.0, 6.0, 0.0, 0.125, 3.0])
+        loss = _cross_entropy(LOGITS[row], VOCABULARY.index(label))
+        weighted_sum += ROW_WEIGHTS[row] * CLASS_WEIGHT.get(label, 1.0) * loss
+        row_weight += ROW_WEIGHTS[row]
+    assert float(term.loss) == pytest.approx(weighted_sum / row_weight, rel=1e-6)
+    assert term.weights.numpy().tolist() == pytest.approx([1.0, 2.0, 0.0, 0.5, 1.0])
+
+
+def test_without_mask_or_weight_column_class_weights_divide_by_the_batch_size():
+    heads = hk.HeadSet([hk.Head("species", hk.Classification(vocabulary=VOCABULARY),
+                                class_weight=CLASS_WEIGHT)])
+    labels = np.array(["Adelie", "Chinstrap", "Chinstrap", "Gentoo", "Chinstrap"])
+    term = batch.head_terms(heads, {"species": tf.constant(LOGITS)},
+                            {"species": tf.constant(labels)}, {})["species"]
+    expected = sum(CLASS_WEIGHT.get(label, 1.0) * _cross_entropy(z, VOCABULARY.index(label))
+                   for z, label in zip(LOGITS, labels)) / len(labels)
+    assert float(term.loss) == pytest.approx(expected, rel=1e-6)  # as the canned heads do
+    # A batch of one class still feels its weight (a weighted mean would cancel it).
+    lone = batch.head_terms(heads, {"species": tf.constant(LOGITS[1:2])},
+                            {"species": tf.constant(labels[1:2])}, {})["species"]
+    assert float(lone.loss) == pytest.approx(3.0 * _cross_entropy(LOGITS[1], 1), rel=1e-6)
 
 
 def test_class_weights_leave_the_metric_weights_alone():
     weighted, plain = _terms(class_weight=CLASS_WEIGHT)["species"], _terms()["species"]
     np.testing.assert_array_equal(weighted.weights.numpy(), plain.weights.numpy())
-    assert plain.loss_weights is plain.weights
     assert float(weighted.loss) != pytest.approx(float(plain.loss))
 
 
-def test_equal_class_weights_change_nothing():
-    # The reduction divides by the weights' sum, so one factor for every class cancels.
+def test_equal_class_weights_scale_the_loss():
     same = _terms(class_weight={name: 4.0 for name in VOCABULARY})["species"]
-    assert float(same.loss) == pytest.approx(float(_terms()["species"].loss), rel=1e-6)
+    assert float(same.loss) == pytest.approx(4.0 * float(_terms()["species"].loss), rel=1e-6)
 
 
 def test_class_weights_by_id_on_a_sigmoid_head():
@@ -66,7 +80,7 @@ def test_class_weights_by_id_on_a_sigmoid_head():
                             {})["flag"]
     per_row = [np.log1p(np.exp(-z)) if y else np.log1p(np.exp(z))
                for z, y in zip(logits[:, 0], labels[:, 0])]
-    expected = (4.0 * per_row[0] + per_row[1] + 4.0 * per_row[2]) / 9.0
+    expected = (4.0 * per_row[0] + per_row[1] + 4.0 * per_row[2]) / 3.0  # batch size
     assert float(term.loss) == pytest.approx(expected, rel=1e-6)
 
 

@@ -38,7 +38,8 @@ def test_the_quickstart_heads_have_no_hand_tuned_number():
     numeric = train[quickstart.NUMERIC].to_numpy("float32")
     body = quickstart.build_body((numeric.mean(axis=0), numeric.var(axis=0)))
     mass = body.output["body_mass_g"]
-    layer = mass.node.layer if hasattr(mass, "node") else mass._keras_history.layer
+    history = mass._keras_history  # Keras 2: (layer, ...); Keras 3: (operation, ...)
+    layer = getattr(history, "layer", None) or history.operation
     assert isinstance(layer, tf.keras.layers.Dense) and layer.units == 1  # a plain Dense(1)
 
 

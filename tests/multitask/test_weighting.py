@@ -72,6 +72,38 @@ def test_uncertainty_gradient_moves_s_towards_the_log_of_the_loss():
     assert float(s) == pytest.approx(math.log(LOSSES["species"]), abs=1e-3)
 
 
+def test_uncertainty_leaves_a_head_without_labels_in_the_batch_alone():
+    # A batch where 'sex' has no labelled row: its loss is 0 and its whole term, s_i
+    # included, is left out, so its weight does not grow while its labels are absent.
+    heads = hk.HeadSet([hk.Head("species", hk.Classification(3), is_default=True),
+                        hk.Head("sex", hk.Classification(2), missing_label=-1)],
+                       loss_weighting="uncertainty")
+    weighting = LossWeights(heads)
+    s = weighting.log_variances["sex"]
+    labelled = {"species": tf.constant(True), "sex": tf.constant(False)}
+    for _ in range(200):
+        with tf.GradientTape() as tape:
+            terms, _ = weighting.weigh({"species": tf.constant(0.8), "sex": tf.constant(0.0)},
+                                       labelled)
+            total = weighting.total(terms)
+        gradient = tape.gradient(total, s)
+        s.assign_sub(0.05 * (0.0 if gradient is None else gradient))
+    assert float(terms["sex"]) == 0.0
+    assert float(s) == 0.0  # without the indicator: s -> -10, a weight of exp(10) ~ 22,000
+
+
+def test_head_terms_say_whether_a_head_has_a_labelled_row():
+    from headkit.kinds import batch
+
+    heads = hk.HeadSet([hk.Head("species", hk.Classification(3), is_default=True),
+                        hk.Head("sex", hk.Classification(2), missing_label=-1)])
+    terms = batch.head_terms(
+        heads, {"species": tf.zeros([2, 3]), "sex": tf.zeros([2, 1])},
+        {"species": tf.constant([[0], [2]]), "sex": tf.constant([[-1], [-1]])}, {})
+    assert bool(terms["species"].labelled) and not bool(terms["sex"].labelled)
+    assert float(terms["sex"].loss) == 0.0
+
+
 def test_dwa_weights_sum_to_the_number_of_heads_and_favour_the_slow_one():
     weights = dwa_weights(tf.constant([0.9, 0.5, 0.5]), tf.constant([1.0, 1.0, 1.0]), 2.0)
     assert float(tf.reduce_sum(weights)) == pytest.approx(3.0)

@@ -191,6 +191,8 @@ def test_bad_config_is_rejected_naming_field_value_and_fix(config, error, fragme
     message = str(raised.value)
     missing = [f for f in fragments if f not in message]
     assert not missing, f"message lacks {missing!r}: {message}"
+    if ".class_weight" in fragments[0]:
+        assert raised.value.field == fragments[0]  # the path the message starts with
 
 
 def test_weighting_surgery_statistics_and_class_weights_round_trip_through_toml(tmp_path):

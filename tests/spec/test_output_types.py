@@ -33,8 +33,29 @@ def test_from_labels_of_rows_gives_one_statistic_per_dimension():
 
 
 def test_from_labels_passes_other_fields_on_and_checks_the_dimension():
-    with pytest.raises(hk.ConfigError, match=r"mean has 2 values .* dimension=3"):
+    with pytest.raises(hk.ConfigError, match=r"dimension=3, but the labels have 2 column\(s\)"):
         hk.Regression.from_labels([[1.0, 2.0], [2.0, 3.0]], dimension=3)
+    with pytest.raises(hk.ConfigError, match=r"dimension=2, but the labels have 1 column\(s\)\. "
+                                             r"Pass rows of 2 values") as raised:
+        hk.Regression.from_labels([1.0, 2.0, 3.0], dimension=2)  # no silent broadcast
+    assert raised.value.field == "dimension"
+    with pytest.raises(hk.ConfigError, match=r"from_labels computes mean and std from the "
+                                             r"labels, so it takes no \['std'\] \(got std=3\.0\)"):
+        hk.Regression.from_labels([1.0, 2.0], std=3.0)
+
+
+def test_from_labels_leaves_the_heads_missing_label_out():
+    output = hk.Regression.from_labels([4000.0, 5000.0, -1.0], missing_label=-1)
+    assert (output.mean, output.std) == (4500.0, 500.0)
+
+
+def test_from_labels_reads_a_dataframe_and_a_zero_d_array_is_one_number():
+    frame = pd.DataFrame({"a": [1.0, 3.0], "b": [10.0, 30.0]})
+    assert hk.Regression.from_labels(frame).mean == (2.0, 20.0)
+    assert hk.Regression.from_labels(frame[["a"]]).mean == 2.0
+    assert hk.Regression(std=np.array(800.0), mean=np.array(4200.0)).std == 800.0
+    with pytest.raises(hk.ConfigError, match=r"labels must be a column of values \(got 5\.0\)"):
+        hk.Regression.from_labels(5.0)
 
 
 @pytest.mark.parametrize("labels, message", [

@@ -145,6 +145,50 @@ def test_a_rerun_that_changes_the_loss_weighting_is_refused(tmp_path):
     with pytest.raises(hk.errors.RecordMismatchError, match=r"'temperature': 2\.0"):
         check_model_dir(model_dir, attrs.evolve(weighted, loss_weighting="dynamic_weight_average"),
                         _body())
+    with pytest.raises(hk.errors.RecordMismatchError, match=r"-> \{'type': 'fixed'\}"):
+        check_model_dir(model_dir, tiny_heads(), _body())
+
+
+def _reweighted(heads, **weights):
+    return attrs.evolve(heads, heads=[attrs.evolve(h, weight=weights.get(h.name, h.weight))
+                                      for h in heads])
+
+
+def _reordered(heads, order):
+    return attrs.evolve(heads, heads=[heads[name] for name in order])
+
+
+def test_under_a_learned_weighting_the_weighted_heads_must_stay_those_of_the_checkpoints(
+        tmp_path, caplog):
+    model_dir = str(tmp_path / "model")
+    dwa = attrs.evolve(tiny_heads(), loss_weighting=hk.DynamicWeightAverage(period=2))
+    write_record(model_dir, model_record(dwa, _body()))
+    # DWA keeps one vector entry per weighted head, by position: another order would
+    # hand one head's weight to another.
+    with pytest.raises(hk.errors.RecordMismatchError,
+                       match=r"the heads weighted by the dynamic_weight_average loss weighting "
+                             r"\(weight > 0, in this order\) \['kind', 'size', 'flag'\] -> "
+                             r"\['kind', 'flag', 'size'\]: its variables in the checkpoints "
+                             r"belong to those heads\. List the heads in the recorded order"):
+        check_model_dir(model_dir, _reordered(dwa, ["kind", "flag", "size"]), _body())
+    with pytest.raises(hk.errors.RecordMismatchError, match=r"\['kind', 'size', 'flag'\] -> "
+                                                            r"\['kind', 'size'\]"):
+        check_model_dir(model_dir, _reweighted(dwa, flag=0.0), _body())  # a vector entry gone
+    with caplog.at_level(logging.INFO, logger="headkit"):  # no variable changes: logged
+        check_model_dir(model_dir, attrs.evolve(
+            dwa, loss_weighting=hk.DynamicWeightAverage(temperature=1.0, period=5)), _body())
+    assert "'temperature': 1.0, 'period': 5" in caplog.text
+    # Uncertainty: one variable per head, by name; order is free, a new weighted head is not.
+    write_record(model_dir, model_record(
+        _reweighted(attrs.evolve(tiny_heads(), loss_weighting="uncertainty"), flag=0.0),
+        _body()))
+    uncertain = attrs.evolve(tiny_heads(), loss_weighting="uncertainty")
+    check_model_dir(model_dir, _reordered(_reweighted(uncertain, flag=0.0),
+                                          ["size", "kind", "flag"]), _body())
+    with pytest.raises(hk.errors.RecordMismatchError,
+                       match=r"the heads weighted by the uncertainty loss weighting \(weight > 0\) "
+                             r"\['kind', 'size'\] -> \['kind', 'size', 'flag'\]"):
+        check_model_dir(model_dir, uncertain, _body())
 
 
 def test_gradient_surgery_and_class_weights_are_logged(recorded, caplog):
@@ -156,18 +200,21 @@ def test_gradient_surgery_and_class_weights_are_logged(recorded, caplog):
     assert "head 'kind': class_weight None -> {'a': 2.0}" in caplog.text
 
 
-def test_a_rerun_uses_the_recorded_statistics_and_logs_the_difference(tmp_path, caplog):
+@pytest.mark.parametrize("backend", [pytest.param("estimator", marks=pytest.mark.estimator),
+                                     "keras"])
+def test_a_rerun_uses_the_recorded_statistics_and_logs_the_difference(tmp_path, caplog, backend):
     model_dir = str(tmp_path / "model")
-    write_record(model_dir, model_record(_normalised(mean=1.0, std=2.0), _body()))
+    write_record(model_dir, model_record(_normalised(mean=1.0, std=2.0), _body(), backend))
     with caplog.at_level(logging.WARNING, logger="headkit"):
         heads = recorded_heads(model_dir, _normalised(mean=1.5, std=2.5))
     assert (heads["size"].output.mean, heads["size"].output.std) == (1.0, 2.0)
     assert "head 'size': normalisation statistics {'mean': 1.5, 'std': 2.5} differ from the " \
            "recorded {'mean': 1.0, 'std': 2.0}" in caplog.text
     assert "the recorded ones are used" in caplog.text
-    check_model_dir(model_dir, heads, _body())
-    estimator = hk.Estimator(_body(), _normalised(mean=9.0, std=9.0), model_dir=model_dir)
-    assert estimator.heads["size"].output.mean == 1.0
+    check_model_dir(model_dir, heads, _body(), backend=backend)
+    model_class = hk.Estimator if backend == "estimator" else hk.KerasModel
+    model = model_class(_body(), _normalised(mean=9.0, std=9.0), model_dir=model_dir)
+    assert (model.heads["size"].output.mean, model.heads["size"].output.std) == (1.0, 2.0)
 
 
 def test_turning_normalisation_on_or_off_is_refused(tmp_path):
