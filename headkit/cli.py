@@ -1,4 +1,4 @@
-"""Command line: ``headkit inspect``, ``predict`` and ``diff``. Parses, calls, returns a code."""
+"""The ``headkit`` command line (inspect, predict, diff, launch): parses, calls, returns a code."""
 
 from __future__ import annotations
 
@@ -244,6 +244,12 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _launch(args: argparse.Namespace) -> int:
+    from headkit.launch import Launcher
+
+    command = args.task_command[1:] if args.task_command[:1] == ["--"] else args.task_command
+    return Launcher(command, workers=args.workers, ps=args.ps, evaluator=args.evaluator,
+                    restarts=args.restarts, log_dir=args.log_dir).run()
 def _diff(args: argparse.Namespace) -> int:
     from headkit.serving.diff import diff_exports
 
@@ -280,6 +286,23 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--allow-non-finite", action="store_true",
                          help="accept NaN and inf in float features (refused by default)")
     predict.set_defaults(run=_predict)
+    launch = commands.add_parser(
+        "launch", help="run a command as every task of a local TF_CONFIG cluster",
+        parents=[common], formatter_class=raw,
+        description="Run COMMAND once per task of a local cluster, each with its own TF_CONFIG "
+                    "on free localhost ports: the local twin of a Kubeflow TFJob. The exit "
+                    "code is the chief's.",
+        epilog="exit codes:\n  the chief's exit code (128 + N when signal N ended it)\n  "
+               f"{EXIT_USAGE}  bad launch options: one line on stderr, no traceback")
+    launch.add_argument("--workers", type=int, default=1, help="workers besides the chief")
+    launch.add_argument("--ps", type=int, default=0, help="parameter servers")
+    launch.add_argument("--evaluator", action="store_true", help="run an evaluator")
+    launch.add_argument("--restarts", type=int, default=0,
+                        help="start a failed task (or the group) again, up to N times")
+    launch.add_argument("--log-dir", default="headkit-logs", help="one log file per task")
+    launch.add_argument("task_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                        help="the command every task runs, e.g. -- python train.py")
+    launch.set_defaults(run=_launch)
     diff = commands.add_parser(
         "diff", help="what a new export breaks for a client of an old one", parents=[common],
         description="Compare two exports' signatures, feature specs, classes and default "

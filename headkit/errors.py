@@ -30,6 +30,7 @@ __all__ = [
     "ExportError",
     "CheckpointError",
     "RecordMismatchError",
+    "ClusterError",
     "BackendUnavailableError",
     "translate_graph_errors",
 ]
@@ -150,6 +151,25 @@ class RecordMismatchError(ConfigError):
     Example:
         >>> raise RecordMismatchError("model_dir 'runs/a' ...")  # doctest: +SKIP
     """
+
+
+class ClusterError(HeadkitError, RuntimeError):
+    """A task of a ``TF_CONFIG`` cluster died or failed, so this task stops too.
+
+    Attributes:
+        task: the task at fault, as ``"ps:0"`` or ``"chief:0"``.
+        address: its ``host:port``.
+
+    Example:
+        >>> ClusterError("the ps task 0 at h2:2222 is unreachable", task="ps:0",
+        ...              address="h2:2222").address
+        'h2:2222'
+    """
+
+    def __init__(self, message: str, task: str = "", address: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+        self.address = address
 
 
 class BackendUnavailableError(HeadkitError, ImportError):

@@ -121,17 +121,38 @@ def _make_input_fn(
     feature_specs = _write_columns(features, directory, "feature")
     label_specs = None if labels is None else _write_columns(labels, directory, "label")
 
-    def input_fn() -> tf.data.Dataset:
+    fingerprint = data_fingerprint(
+        *features.values(), *(labels or {}).values(), sorted(features), sorted(labels or {}),
+        n, batch_size, shuffle, num_epochs, seed)
+
+    def input_fn(input_context: Optional[tf.distribute.InputContext] = None,
+                 start_batch: int = 0) -> tf.data.Dataset:
         columns = _read_columns(feature_specs)
         label_columns = None if label_specs is None else _read_columns(label_specs)
+        shard, shards = 0, 1
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            shard, shards = input_context.input_pipeline_id, input_context.num_input_pipelines
+        # Resuming at batch b starts the stream there, at no cost (a Dataset.skip would
+        # gather and drop b batches).
+        first = shard + start_batch * batch_size * shards
         # Row i of the stream is row `i % n` of the data, or, when shuffling, its place in
         # a fresh pseudorandom permutation for epoch `i // n`. Unlike a shuffle buffer
-        # (n rows saved with every iterator checkpoint), the state is one counter.
-        dataset = tf.data.Dataset.range(n * num_epochs) if num_epochs else tf.data.Dataset.counter()
+        # (n rows saved with every iterator checkpoint), the state is one counter. Shard k
+        # of K reads stream positions k, k + K, ...: within each epoch no two shards read
+        # the same row, and with a finite input every shard reads as many rows (a few
+        # rows of the last epoch are dropped so that synchronous workers end together).
+        if num_epochs:
+            total = n * num_epochs // shards * shards
+            dataset = tf.data.Dataset.range(first, total, shards)
+        else:
+            dataset = tf.data.Dataset.counter(start=first, step=shards)
         dataset = dataset.batch(batch_size)
         shuffle_seed = None
         if shuffle:
-            shuffle_seed = seed if seed is not None else random.randrange(2**31)
+            shuffle_seed = seed
+            if shuffle_seed is None:  # every shard must draw the same permutation
+                shuffle_seed = int(fingerprint[:7], 16) if shards > 1 else random.randrange(
+                    2**31)
 
         def gather(stream_index: tf.Tensor) -> Any:
             rows = _rows_of(stream_index, n, shuffle_seed)
@@ -143,9 +164,7 @@ def _make_input_fn(
         return dataset.map(gather)
 
     # What a resumed run compares, to know whether the data changed since its checkpoint.
-    input_fn.headkit_fingerprint = data_fingerprint(  # type: ignore[attr-defined]
-        *features.values(), *(labels or {}).values(), sorted(features), sorted(labels or {}),
-        n, batch_size, shuffle, num_epochs, seed)
+    input_fn.headkit_fingerprint = fingerprint  # type: ignore[attr-defined]
     # What train_and_evaluate reads to refuse an evaluation input that never ends.
     input_fn.headkit_num_epochs = num_epochs  # type: ignore[attr-defined]
     # The files live as long as the input_fn, and are removed at exit at the latest.
@@ -183,8 +202,15 @@ def input_fn(
         seed: the shuffle seed; give one for a reproducible order.
 
     Returns:
-        A zero-argument function returning a ``tf.data.Dataset`` of
-        ``(features, labels)`` (or features alone when ``labels`` is None).
+        A function returning a ``tf.data.Dataset`` of ``(features, labels)``
+        (or features alone when ``labels`` is None). Called with an
+        ``input_context`` (as ``hk.Estimator`` does for training on a
+        ``TF_CONFIG`` cluster, under a strategy or not), it reads only its
+        shard: input pipeline ``k`` of ``K`` reads every K-th row of each
+        epoch's order, so no two workers read the same row in an epoch.
+        Sharded and shuffled without a ``seed``, the order is drawn from the
+        data's fingerprint, the same on every worker. ``start_batch=b``
+        starts at the b-th batch (``hk.Estimator`` resumes there).
 
     Raises:
         hk.DataError: (a ``ValueError``) bad values, naming the column or head,

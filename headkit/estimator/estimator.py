@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from headkit.body import Body, check_body, instantiate_body, model_input_specs
 from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
+from headkit.estimator import distributed
 from headkit.estimator.export import export_estimator
 from headkit.estimator.loop import estimator_loop
 from headkit.estimator.model_fn import make_model_fn
@@ -66,7 +67,7 @@ class _TranslatingEstimator(ResumableEstimator):
 
     def _write_record(self) -> None:
         """The chief writes the model_dir record once (checked when the Estimator was built)."""
-        if self.config.is_chief and not os.path.exists(os.path.join(self.model_dir, RECORD_FILE)):
+        if self.is_chief and not os.path.exists(os.path.join(self.model_dir, RECORD_FILE)):
             if self._record is None:
                 graph, model = self._scratch_body()
                 with graph.as_default():
@@ -77,7 +78,7 @@ class _TranslatingEstimator(ResumableEstimator):
     def _record_passthrough(self) -> None:
         """The chief adds the pass-through specs training found to the record, for exports."""
         found = self.passthrough.to_dict()
-        record = read_record(self.model_dir) if self.config.is_chief and found else None
+        record = read_record(self.model_dir) if self.is_chief and found else None
         if record is not None and record.get("passthrough") != found:
             write_record(self.model_dir, {**record, "passthrough": found})
 
@@ -158,7 +159,13 @@ class Estimator(_TranslatingEstimator):
             or a zero-argument factory. Every kind advances ``global_step``.
         learning_rate: with an optimizer name only; defaults to the name's
             entry in ``headkit.estimator.optimizers.OPTIMIZERS``.
-        model_dir, config: as for ``tf.estimator.Estimator``.
+        model_dir: as for ``tf.estimator.Estimator``.
+        config: a ``tf.estimator.RunConfig``, or a dict of its arguments. In
+            the dict, ``train_distribute`` may name a strategy for a
+            ``TF_CONFIG`` cluster: ``"parameter_server"`` or
+            ``"multi_worker_mirrored"`` (built on the tasks that train, after
+            TF_CONFIG is checked; ignored when training alone). See
+            docs/distributed.md.
         steps_per_run: training steps per ``session.run``, in a
             ``tf.while_loop`` over the input (TPUEstimator's
             ``iterations_per_loop``): fewer round trips between Python and
@@ -183,6 +190,11 @@ class Estimator(_TranslatingEstimator):
             ``("example_id",)``; or a dict of name -> ``tf.TensorSpec``
             (batch dimension first) declaring a feature that is not a body
             Input (by default its dtype and shape come from the training data).
+
+    Raises:
+        ConfigError: a malformed ``TF_CONFIG`` (naming its field), a
+            strategy that cannot train an Estimator on that cluster, or
+            ``steps_per_run > 1`` on a cluster.
 
     Example:
         >>> import headkit as hk
@@ -231,8 +243,13 @@ class Estimator(_TranslatingEstimator):
         self._body = check_body(body)
         self._scratch: Optional[Tuple[tf.Graph, tf.keras.Model]] = None
         self._record = None
+        self._cluster = distributed.Cluster.from_environment()
+        config, self._cluster_mode = _run_config(config, self._cluster)
         _check_model_dir_path(model_dir if model_dir is not None
                               else getattr(config, "model_dir", None))
+        if self._cluster is not None:
+            distributed.check_model_dir(model_dir if model_dir is not None
+                                        else getattr(config, "model_dir", None), self._cluster)
         if model_dir is not None and os.path.isdir(model_dir) and os.listdir(model_dir):
             # A model_dir that holds a model: its normalisation statistics, and refuse
             # other heads or another body now.
@@ -266,10 +283,13 @@ class Estimator(_TranslatingEstimator):
             config=config,
         )
         if steps_per_run > 1 and (self.config.cluster_spec or self.config.train_distribute):
+            where = (f"TF_CONFIG makes this process the {self._cluster.task} of a cluster"
+                     if self._cluster is not None else "config.train_distribute sets a "
+                     "distribution strategy")
             raise ConfigError(
-                f"steps_per_run={steps_per_run} runs several steps in one process's graph; "
-                "under a TF_CONFIG cluster or a distribution strategy use steps_per_run=1.",
-                field="steps_per_run")
+                f"steps_per_run={steps_per_run} runs several steps in one process's graph, and "
+                f"{where}. Use steps_per_run=1 there (docs/distributed.md), or train in one "
+                "process without a strategy.", field="steps_per_run")
 
     def _scratch_body(self) -> Tuple[tf.Graph, tf.keras.Model]:
         """The body built once, in a graph of its own, and that graph.
@@ -320,9 +340,25 @@ class Estimator(_TranslatingEstimator):
         return self._body
 
     @property
+    def cluster(self) -> Optional[distributed.Cluster]:
+        """This task's place in the ``TF_CONFIG`` cluster, or None when training alone."""
+        return self._cluster
+
+    @property
+    def cluster_mode(self) -> Optional[str]:
+        """``"between_graph"``, ``"parameter_server"``, ``"multi_worker_mirrored"``, or None."""
+        return self._cluster_mode
+
+    @property
     def is_chief(self) -> bool:
-        """False on a non-chief task of a ``TF_CONFIG`` cluster (which writes no exports)."""
-        return bool(self.config.is_chief)
+        """False on a task of a ``TF_CONFIG`` cluster other than the chief."""
+        return self._cluster is None or self._cluster.task_type == "chief"
+
+    @property
+    def owns_training_state(self) -> bool:
+        """Whether this task evaluates and writes the training state and the exports:
+        the evaluator of a cluster, else its chief; always when training alone."""
+        return self._cluster is None or self._cluster.is_owner
 
     def global_step(self) -> int:
         """The global step of the newest checkpoint; 0 before any training.
@@ -378,3 +414,29 @@ class Estimator(_TranslatingEstimator):
         return export_estimator(self, export_dir_base, feature_spec=feature_spec,
                                 checkpoint_path=checkpoint_path, extra_manifest=extra_manifest,
                                 heads=heads, default=default)
+
+
+def _run_config(config: Any, cluster: Optional[distributed.Cluster]):
+    """The RunConfig for this task, and the cluster mode (None when training alone)."""
+    strategy = getattr(config, "train_distribute", None)
+    if isinstance(config, Mapping):
+        options = dict(config)
+        strategy = options.get("train_distribute")
+        if isinstance(strategy, str):
+            if cluster is not None:
+                distributed.cluster_mode(cluster, strategy)  # checks the name and cluster first
+            options["train_distribute"] = (None if cluster is None
+                                           else distributed.make_strategy(strategy, cluster))
+        try:
+            config = tf.estimator.RunConfig(**options)
+        except TypeError as error:
+            raise ConfigTypeError(f"config: {error}. Pass tf.estimator.RunConfig's arguments "
+                                  "(save_checkpoints_steps=..., tf_random_seed=...).",
+                                  field="config") from None
+    elif config is not None and not isinstance(config, tf.estimator.RunConfig):
+        raise ConfigTypeError(f"config must be a tf.estimator.RunConfig or a dict of its "
+                              f"arguments (got {config!r}).", field="config")
+    if cluster is None:
+        return config, None
+    mode = distributed.cluster_mode(cluster, strategy)
+    return distributed.role_config(config or tf.estimator.RunConfig(), cluster), mode

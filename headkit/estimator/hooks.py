@@ -1,17 +1,17 @@
-"""The session-run hooks and the EvalSpec exporter behind the Estimator's ``train_and_evaluate``.
+"""The session-run hooks behind the Estimator's ``train_and_evaluate`` in one process.
 
-- ``_Exporter`` hands each evaluation's results, in memory, to the
-  ``Monitor`` (history, early-stopping count, best exports);
 - ``_StoppingSaverHook`` saves every ``eval_every`` steps and stops right
-  after the evaluation that decides; ``_StopFileHook`` stops a non-chief
-  worker once the state file says so;
+  after the evaluation that decides;
+- ``InMemoryEvaluation`` evaluates each save in memory and hands the results
+  to the ``Monitor`` (history, early-stopping count, best exports);
 - ``_ProgressHook`` feeds the progress line.
+
+The hooks of a ``TF_CONFIG`` cluster are in ``headkit.estimator.distributed``.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, List, Optional
 
 import tensorflow as tf
@@ -20,33 +20,6 @@ from tensorflow_estimator.python.estimator.estimator import _write_dict_to_summa
 from headkit.errors import translate_graph_errors
 from headkit.training.monitor import Monitor
 from headkit.training.progress import ProgressDisplay
-
-#: How often (seconds) a non-chief worker re-reads the state file for a stop.
-_WORKER_POLL_SECS = 30.0
-
-
-class EvaluatorDone(Exception):
-    """Raised in a distributed evaluator once early stopping has fired: it ends the loop."""
-
-
-class _Exporter(tf.estimator.Exporter):
-    """The EvalSpec exporter: hands each evaluation's results to the monitor."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self._monitor = monitor
-
-    @property
-    def name(self) -> str:
-        return "headkit"
-
-    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        step = int(eval_result[tf.compat.v1.GraphKeys.GLOBAL_STEP])
-        metrics = {k: float(v) for k, v in eval_result.items()
-                   if k != tf.compat.v1.GraphKeys.GLOBAL_STEP}
-        new_export = self._monitor.record(step, metrics, checkpoint_path)
-        if self._monitor.stop_step is not None and estimator.config.task_type == "evaluator":
-            raise EvaluatorDone()
-        return new_export
 
 
 class _BoundaryTimer(tf.compat.v1.train.SecondOrStepTimer):
@@ -73,21 +46,19 @@ class _StoppingSaverHook(tf.compat.v1.train.CheckpointSaverHook):
     so checking the rule after ``super().after_run`` stops at that step.
     """
 
-    def __init__(self, monitor: Monitor, save_steps: int, reload: bool,
+    def __init__(self, monitor: Monitor, save_steps: int,
                  listeners: Optional[List[Any]] = None) -> None:
         config = monitor.model.config
         super().__init__(monitor.model.model_dir, save_steps=save_steps,
                          save_graph_def=config.checkpoint_save_graph_def, listeners=listeners)
         self._timer = _BoundaryTimer(save_steps)
         self._set_steps_per_run(getattr(monitor.model, "steps_per_run", 1))
-        self._monitor, self._reload = monitor, reload
+        self._monitor = monitor
 
     def after_run(self, run_context, run_values):
         saved = self._timer.last_triggered_step()
         super().after_run(run_context, run_values)
         if self._timer.last_triggered_step() != saved:
-            if self._reload:  # distributed: the evaluator writes the state
-                self._monitor.reload()
             if self._monitor.stop_step is not None:
                 run_context.request_stop()
 
@@ -179,20 +150,6 @@ class InMemoryEvaluation(tf.compat.v1.train.CheckpointSaverListener):
         if self._session is not None:
             self._session.close()
             self._session = None
-
-
-class _StopFileHook(tf.compat.v1.train.SessionRunHook):
-    """On a non-chief worker: stops once the state file says early stopping fired."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self._monitor, self._last = monitor, time.monotonic()
-
-    def after_run(self, run_context, run_values):
-        if time.monotonic() - self._last >= _WORKER_POLL_SECS:
-            self._last = time.monotonic()
-            self._monitor.reload()
-            if self._monitor.stop_step is not None:
-                run_context.request_stop()
 
 
 class _ProgressHook(tf.compat.v1.train.SessionRunHook):

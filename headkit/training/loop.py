@@ -29,7 +29,7 @@ from headkit.training.result import TrainResult, best_evaluation
 from headkit.training.rules import BestExport, EarlyStopping
 from headkit.training.state import STATE_FILE
 
-__all__ = ["train_and_evaluate", "generic_loop"]
+__all__ = ["train_and_evaluate", "generic_loop", "owns_training_state"]
 
 logger = logging.getLogger("headkit.training")
 _PROTOCOL = ("train", "evaluate", "export", "latest_checkpoint", "global_step", "model_dir")
@@ -244,20 +244,33 @@ def train_and_evaluate(
         watched = early_stopping.metric if early_stopping is not None else (
             ranking[0] if eval_input_fn is not None else None)
         display = ProgressDisplay(max_steps, metric=watched, stream=stream)
-    monitor = Monitor(estimator, early_stopping, export, ranking, display)
+    monitor = Monitor(estimator, early_stopping, export, ranking, display,
+                      read_only=not owns_training_state(estimator))
     plan = LoopPlan(train_input_fn, eval_input_fn, max_steps, eval_every, eval_steps, eval_name,
                     tuple(hooks), display)
-    if monitor.stop_step is None:
-        native = getattr(estimator, "train_and_evaluate_loop", None)
-        if native is not None:
-            native(plan, monitor)
-        else:
-            generic_loop(estimator, plan, monitor)
-    else:
+    if monitor.stop_step is not None:
         logger.info("headkit: this run already stopped early at step %d (see %s); nothing "
                     "to train. Raise patience, or delete %s, to train further.",
                     monitor.stop_step, monitor.path, STATE_FILE)
+    native = getattr(estimator, "train_and_evaluate_loop", None)
+    if native is not None:
+        native(plan, monitor)  # it trains nothing after an early stop, but still ends its role
+    elif monitor.stop_step is None:
+        generic_loop(estimator, plan, monitor)
     return _finish(estimator, monitor, max_steps, export, display)
+
+
+def owns_training_state(model: Any) -> bool:
+    """Whether this process evaluates and writes the training state and the exports.
+
+    A backend on a cluster says so with ``owns_training_state`` (one task
+    does); without it, ``is_chief`` decides.
+
+    Example:
+        >>> owns_training_state(object())
+        True
+    """
+    return bool(getattr(model, "owns_training_state", getattr(model, "is_chief", True)))
 
 
 def generic_loop(model: Any, plan: LoopPlan, monitor: Monitor) -> None:
@@ -286,6 +299,9 @@ def generic_loop(model: Any, plan: LoopPlan, monitor: Monitor) -> None:
 
 
 def _finish(estimator, state: Monitor, max_steps: int, export, display) -> TrainResult:
+    owner = owns_training_state(estimator)
+    if not owner:
+        state.reload()  # another task wrote it
     checkpoint = estimator.latest_checkpoint()
     steps = estimator.global_step()
     stopped = state.stop_step is not None
@@ -297,7 +313,7 @@ def _finish(estimator, state: Monitor, max_steps: int, export, display) -> Train
         reason = f"the training input ended at step {steps}, before max_steps={max_steps}"
     final = state.state.get("final_export") or {}
     final_export = final.get("path")
-    wants_final = export is not None and export.final and getattr(estimator, "is_chief", True)
+    wants_final = export is not None and export.final and owner
     if wants_final and checkpoint and (final.get("step") != steps
                                        or not os.path.isdir(final_export)):  # noqa: E127
         final_export = state.final_export(checkpoint, steps)

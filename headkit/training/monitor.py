@@ -39,6 +39,8 @@ class Monitor:
         export: the best-export rule, or None.
         ranking: ``(metric, direction)`` that ranks evaluations.
         progress: the progress line, or None.
+        read_only: True on a task of a cluster that only reads the state
+            (another task writes it): recording or exporting is refused.
 
     Example:
         >>> rule = hk.EarlyStopping("loss")
@@ -48,8 +50,9 @@ class Monitor:
 
     def __init__(self, model: Any, early_stopping: Optional[EarlyStopping],
                  export: Optional[BestExport], ranking: Tuple[str, str],
-                 progress: Optional[ProgressDisplay]) -> None:
+                 progress: Optional[ProgressDisplay], read_only: bool = False) -> None:
         self.model = model
+        self.read_only = read_only
         self.early_stopping = early_stopping
         self.export = export
         self.ranking = ranking
@@ -65,7 +68,13 @@ class Monitor:
         self.state = self._load()
 
     def save(self) -> None:
+        self._check_writable()
         save_state(self.path, self.state)
+
+    def _check_writable(self) -> None:
+        if self.read_only:  # every file in model_dir has one writer
+            raise RuntimeError(f"headkit: this task only reads {self.path} and the exports; "
+                               "another task of the cluster writes them.")
 
     # -- queries
     @property
@@ -95,6 +104,7 @@ class Monitor:
     # -- updates
     def record(self, step: int, metrics: Dict[str, float], checkpoint_path: str) -> Optional[str]:
         """Add one evaluation; update the count and the exports; save. Return a new export."""
+        self._check_writable()
         history = self.state["history"]
         if history and step <= history[-1]["step"]:
             logger.info("headkit: step %d was already evaluated; the state is unchanged.", step)
@@ -156,6 +166,7 @@ class Monitor:
 
     def final_export(self, checkpoint_path: str, step: int) -> str:
         """Export the last checkpoint to ``<export base>/final``; remember it in the state."""
+        self._check_writable()
         latest = next((e["metrics"] for e in reversed(self.state["history"])
                        if e["step"] == step), None)
         path = self.model.export(

@@ -314,6 +314,46 @@ def test_shuffle_permutes_every_epoch_anew_and_the_seed_repeats_it():
     assert rows_seen(make(8)) != seen
 
 
+def shard_rows(input_fn, shard, shards, batches=None):
+    context = tf.distribute.InputContext(num_input_pipelines=shards, input_pipeline_id=shard)
+    dataset = input_fn(input_context=context)
+    if batches is not None:
+        dataset = dataset.take(batches)
+    return [int(v) for features in dataset for v in features["i"].numpy()[:, 0]]
+
+
+@pytest.mark.parametrize("seed", [3, None])
+def test_shards_of_an_epoch_are_disjoint_and_cover_every_row(seed):
+    def make():  # one call per worker process: without a seed, each draws its order anew
+        return hk.input_fn({"i": np.arange(60)}, None, HEADS, batch_size=4, shuffle=True,
+                           num_epochs=None, seed=seed)
+
+    shares = [shard_rows(make(), k, 3, batches=10) for k in range(3)]  # 2 epochs each
+    for epoch in range(2):
+        rows = [share[epoch * 20:(epoch + 1) * 20] for share in shares]
+        assert all(len(set(r)) == 20 for r in rows)
+        assert sorted(rows[0] + rows[1] + rows[2]) == list(range(60))
+    assert shares[0][:20] != shares[0][20:40]  # a new order every epoch
+
+
+def test_a_finite_input_gives_every_shard_as_many_rows():
+    input_fn = hk.input_fn({"i": np.arange(10)}, None, HEADS, batch_size=2, num_epochs=1)
+    shares = [shard_rows(input_fn, k, 3) for k in range(3)]
+    assert shares == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]  # row 9 dropped: synchronous workers
+    assert rows_seen(input_fn) == list(range(10))  # end together; unsharded reads them all
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_start_batch_begins_where_skipping_would(shards):
+    input_fn = hk.input_fn({"i": np.arange(30)}, None, HEADS, batch_size=4, shuffle=True,
+                           num_epochs=None, seed=1)
+    context = tf.distribute.InputContext(num_input_pipelines=shards, input_pipeline_id=shards - 1)
+    skipped = [f["i"].numpy().tolist() for f in input_fn(input_context=context).skip(7).take(5)]
+    started = [f["i"].numpy().tolist()
+               for f in input_fn(input_context=context, start_batch=7).take(5)]
+    assert started == skipped
+
+
 def test_temporary_files_go_with_the_input_fn():
     import gc
 

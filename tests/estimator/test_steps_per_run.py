@@ -111,8 +111,10 @@ def test_steps_per_run_is_refused_for_an_input_of_tensors_and_under_a_cluster(tm
     with pytest.raises(hk.ConfigError, match=r"steps_per_run must be an int >= 1 \(got 0\)"):
         _estimator(tmp_path / "zero", 0)
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"chief": ["localhost:2222"], "worker": '
-                                    '["localhost:2223"]}, "task": {"type": "chief", '
-                                    '"index": 0}}')
-    with pytest.raises(hk.ConfigError, match=r"under a TF_CONFIG cluster .* use "
-                                             r"steps_per_run=1"):
+                                    '["localhost:2223"], "ps": ["localhost:2224"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    with pytest.raises(hk.ConfigError, match=r"steps_per_run=4 runs several steps in one "
+                       r"process's graph, and TF_CONFIG makes this process the worker:0 of a "
+                       r"cluster. Use steps_per_run=1 there") as raised:
         _estimator(tmp_path / "cluster", 4)
+    assert raised.value.field == "steps_per_run"

@@ -167,13 +167,10 @@ def test_exports_kept_are_the_n_best_by_the_chosen_metric(trained, tmp_path):
     export = hk.BestExport("kind/accuracy", keep=2, final=False, export_dir_base=str(tmp_path))
     state = Monitor(estimator, None, export, _ranking(None, export), None)
     state.path = str(tmp_path / STATE_FILE)  # keep the shared fixture's model_dir clean
-    from headkit.estimator.hooks import _Exporter
-
-    exporter = _Exporter(state)
     checkpoint = estimator.latest_checkpoint()
     for step, accuracy, loss in ((10, 0.5, 1.0), (20, 0.9, 2.0), (30, 0.7, 0.5), (40, 0.7, 0.4)):
-        exporter.export(estimator, "", checkpoint, {"global_step": np.int64(step), "loss": loss,
-                                                    "kind/accuracy": np.float32(accuracy)}, False)
+        state.record(step, {"loss": loss, "kind/accuracy": float(np.float32(accuracy))},
+                     checkpoint)
     kept = [read_manifest(path)["best_export"] for path in (e["path"] for e in state.kept)]
     assert [(k["step"], round(k["value"], 3)) for k in kept] == [(20, 0.9), (30, 0.7)]
     on_disk = sorted(glob.glob(os.path.join(str(tmp_path), "best", "*")))
@@ -294,13 +291,9 @@ def test_a_run_whose_every_evaluation_was_nan_stops_with_a_readable_reason(train
     rule = hk.EarlyStopping("loss", patience=1)
     state = Monitor(estimator, rule, None, _ranking(rule, None), None)
     state.path = str(tmp_path / STATE_FILE)
-    from headkit.estimator.hooks import _Exporter
-
-    exporter = _Exporter(state)
     checkpoint = estimator.latest_checkpoint()
     for step in (10, 20):
-        exporter.export(estimator, "", checkpoint,
-                        {"global_step": np.int64(step), "loss": float("nan")}, False)
+        state.record(step, {"loss": float("nan")}, checkpoint)
     assert "(best none: every value was NaN)" in state.stop_reason()
 
 
