@@ -6,6 +6,11 @@ blocks of steps, so load from other programs falls on both alike. Plain
 ``session.run`` of the train_op and loss: no Estimator hooks, which isolates
 the cost of the graph that headkit builds.
 
+Two references bound what several steps per ``session.run`` can gain here:
+``handwritten_loop32``, the hand-written step in a plain ``tf.while_loop``
+of 32 steps (no checks, no saved input position), and
+``handwritten_loop32_xla``, the same with each step XLA-compiled.
+
     python bench/ab_train.py                 # median microseconds per step, and the ratios
     python bench/ab_train.py --blocks 80 --json ab.json
 """
@@ -73,10 +78,15 @@ def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str
         f"headkit_spr{LOOP}": train_session(make_model_fn(
             wl.build_body, variants.headkit_heads(), optimizer, steps_per_run=LOOP), paths,
             looped=True),
+        # The references: how much a loop of LOOP steps can gain on this machine.
+        f"handwritten_loop{LOOP}": train_session(
+            variants.handwritten_loop_model_fn(LOOP), paths, looped=True),
+        f"handwritten_loop{LOOP}_xla": train_session(
+            variants.handwritten_loop_model_fn(LOOP, jit_compile=True), paths, looped=True),
     }
-    #: session.run calls per block: the looped graph runs LOOP steps per call.
-    runs = {name: steps_per_block // LOOP if name.endswith(f"spr{LOOP}") else steps_per_block
-            for name in sessions}
+    #: session.run calls per block: a looped graph runs LOOP steps per call.
+    runs = {name: steps_per_block if name in ("handwritten", "headkit")
+            else steps_per_block // LOOP for name in sessions}
     for name, (session, fetches, _) in sessions.items():
         for _ in range(max(1, warmup * runs[name] // steps_per_block)):
             session.run(fetches)

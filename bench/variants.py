@@ -74,12 +74,7 @@ def handwritten_model_fn(features, labels, mode, config=None):
             "predict": tf.estimator.export.PredictOutput(predictions),
         })
 
-    category_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels["category"], logits=category_logits))
-    value_loss = tf.reduce_mean(tf.math.squared_difference(value, labels["value"]))
-    flag_labels = tf.cast(labels["flag"], tf.float32)
-    flag_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=flag_labels, logits=flag_logit))
+    category_loss, value_loss, flag_loss = _handwritten_losses(outputs, labels)
     loss = category_loss + value_loss + flag_loss
 
     if mode == ModeKeys.EVAL:
@@ -100,6 +95,53 @@ def handwritten_model_fn(features, labels, mode, config=None):
         var_list=model.trainable_variables,
     )
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+
+def _handwritten_losses(outputs, labels):
+    """The hand-written per-head losses: cross-entropy, squared error, logistic."""
+    category_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels["category"], logits=outputs["category"]))
+    value_loss = tf.reduce_mean(tf.math.squared_difference(outputs["value"], labels["value"]))
+    flag_loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.cast(labels["flag"], tf.float32), logits=outputs["flag"]))
+    return category_loss, value_loss, flag_loss
+
+
+def handwritten_loop_model_fn(steps: int, jit_compile: bool = False):
+    """A TRAIN-only model_fn running ``steps`` hand-written steps in one ``tf.while_loop``.
+
+    A reference, not a user's model_fn: the plain in-graph loop that
+    ``headkit_spr32`` is compared with (no label or NaN checks, no saved
+    input position). ``features`` is a ``LoopInput``. ``jit_compile``:
+    each step (forward, gradients, Adam) is one XLA-compiled function.
+    """
+
+    def model_fn(features, labels, mode, config=None):
+        model = wl.build_body()
+        optimizer = tf.compat.v1.train.AdamOptimizer(wl.LEARNING_RATE)
+        step = tf.compat.v1.train.get_or_create_global_step()
+
+        def train_step(x, batch_labels):
+            with tf.GradientTape() as tape:
+                loss = tf.add_n(_handwritten_losses(model(x, training=True), batch_labels))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            update = optimizer.apply_gradients(zip(gradients, model.trainable_variables),
+                                               global_step=step)
+            with tf.control_dependencies([update]):
+                return tf.identity(loss)
+
+        if jit_compile:
+            train_step = tf.function(train_step, jit_compile=True, autograph=False)
+
+        def one_step(index, _):
+            batch_features, batch_labels = features.next()
+            return index + 1, train_step(batch_features, batch_labels)
+
+        _, loss = tf.while_loop(lambda index, _: index < steps, one_step,
+                                [tf.constant(0), tf.constant(0.0)], parallel_iterations=1)
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=tf.group(loss))
+
+    return model_fn
 
 
 def canned_model_fn(features, labels, mode, config=None):

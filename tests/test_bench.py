@@ -169,3 +169,23 @@ def test_the_report_shows_the_evaluation_share_and_its_target():
     assert "| checkpoint | 27.0 | 13.7 | 51% | 37 |" in table
     assert "In-memory evaluation share 21% (target <= 25%): met." in table
     assert "| headkit: train() wall | 1.000 | <= 1.1 | yes | per process |" in table
+
+
+@pytest.mark.estimator
+def test_the_in_process_ab_reports_headkit_beside_the_plain_loop_references(tmp_path):
+    out = tmp_path / "ab.json"
+    command = [sys.executable, os.path.join(BENCH, "ab_train.py"), "--blocks", "2",
+               "--steps-per-block", "32", "--warmup", "32", "--rows", "2048", "--json", str(out)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run(command, check=True, capture_output=True, env=env, timeout=180)
+    result = json.loads(out.read_text())
+    names = {"handwritten", "headkit", "headkit_spr32", "handwritten_loop32",
+             "handwritten_loop32_xla"}
+    assert set(result["us_per_step"]) == names
+    per_step = result["us_per_step"]
+    for name in names:
+        assert per_step[name] > 0
+        assert result["steps_per_second_ratio"][name] == pytest.approx(
+            per_step["handwritten"] / per_step[name])
+    # The looped graphs hold one step's ops plus the loop's, not 32 copies of a step.
+    assert result["graph_ops"]["headkit_spr32"] < 2 * result["graph_ops"]["headkit"]
