@@ -166,7 +166,8 @@ def canned_model_fn(features, labels, mode, config=None):
 
 
 def headkit_heads(n_heads: int = 3):
-    """The workload's HeadSet; for n_heads != 3 the three kinds repeat, sharing labels."""
+    """The workload's HeadSet; for n_heads != 3 the three kinds repeat, each head reading
+    its own copy of its kind's label column (its label_key is its name)."""
     import headkit as hk
 
     outputs = {
@@ -178,7 +179,7 @@ def headkit_heads(n_heads: int = 3):
     for name, kind, _ in head_specs(n_heads):
         output, metrics = outputs[kind]
         heads.append(hk.Head(name, output, metrics=metrics, is_default=not heads,
-                             label_key=wl.LABEL_OF_KIND[kind]))
+                             label_key=wl.LABEL_OF_KIND[kind] if n_heads == 3 else name))
     return hk.HeadSet(heads)
 
 

@@ -33,7 +33,8 @@ HEADS: Tuple[Tuple[str, str, int], ...] = (
     ("value", "regression", 1),
     ("flag", "binary", 1),
 )
-#: Label arrays, one per head kind; scaled HeadSets reuse them through label_key.
+#: Label arrays, one per head kind; a scaled HeadSet's head ``<kind's label>_<i>`` reads
+#: its own copy of its kind's array.
 LABEL_OF_KIND = {"multiclass": "category", "regression": "value", "binary": "flag"}
 
 
@@ -52,7 +53,8 @@ def dataset(
 ) -> tf.data.Dataset:
     """``({"x": ...}, {label: ...})`` batches of 256, cached in memory, prefetched."""
     x = _read(paths["x"], "x")
-    labels = {name: _read(paths[name], name) for name in label_keys}
+    columns = {name: name if name in paths else name.rsplit("_", 1)[0] for name in label_keys}
+    labels = {name: _read(paths[column], column) for name, column in columns.items()}
     data = tf.data.Dataset.from_tensor_slices(({"x": x}, labels))
     data = data.batch(BATCH, drop_remainder=True).cache()
     if repeat:

@@ -126,7 +126,8 @@ def test_quadratic_graph_build_is_not_linear():
 def test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run(tmp_path):
     command = [
         sys.executable, os.path.join(BENCH, "run.py"), "--rounds", "1",
-        "--variants", "handwritten,headkit", "--scaling-heads", "", "--rows", "1024",
+        "--variants", "handwritten,headkit", "--scaling-heads", "4", "--scaling-steps", "4",
+        "--rows", "1024",
         "--warmup", "2", "--steps", "8", "--eval-batches", "2", "--calls", "3",
         "--out-dir", str(tmp_path), "--quiet", "--skip-interleaved", "--eval-share-rounds", "0",
     ]
@@ -149,6 +150,9 @@ def test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run(tmp_pat
     assert report["config"]["steps"] == 8
     table = (tmp_path / "results.md").read_text()
     assert "| headkit |" in table and "| train steps/s |" in table
+    # Four heads: the kinds repeat, each head reading its own copy of its label column.
+    scaled = report["scaling"]["by_heads"]["4"]
+    assert scaled["graph_build_seconds"] > 0 and scaled["steps_per_second"] > 0
 
 
 def test_the_report_shows_the_evaluation_share_and_its_target():
