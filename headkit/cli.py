@@ -342,7 +342,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as done:  # --help (0) or a usage error (2), already printed by argparse
         return EXIT_OK if not done.code else EXIT_USAGE
     verbose = getattr(args, "verbose", False)
-    quiet_tensorflow(not verbose)  # before TensorFlow loads
+    if args.run is not _launch:  # launch's tasks keep the user's own TensorFlow log level
+        quiet_tensorflow(not verbose)  # before TensorFlow loads
     try:
         return args.run(args)
     except (HeadkitError, OSError) as error:  # a user's error: bad input, file or export

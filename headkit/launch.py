@@ -2,13 +2,16 @@
 
 Every task runs the same command with its own ``TF_CONFIG``, on free localhost
 ports. Output lines are prefixed by role (``[worker:0] ...``) and written to
-one log file per role; the exit code is the chief's. When a task fails, the
-others are stopped, unless ``restarts`` allow starting it again: with
-parameter servers the failed chief, worker or evaluator restarts alone with
-the same ``TF_CONFIG``; without them (``MultiWorkerMirroredStrategy``, whose
-collectives need the whole group), and when a ps fails, the group restarts
-once the other tasks have stopped. No process is left behind: each task runs
-in its own process group, killed as a whole, and dies with the launcher.
+one log file per role; the exit code is the chief's, or 1 when the chief
+succeeded but another task failed or had to be stopped. When a task fails,
+the others are stopped, unless ``restarts`` allow starting it again: the
+evaluator restarts alone; with parameter servers so does a worker, or a
+chief that was killed; without them (``MultiWorkerMirroredStrategy``, whose
+collectives need the whole group), when a ps fails, or when the chief ended
+with an error (which stops every role), the group restarts once the other
+tasks have stopped. No process is left behind: each task runs in its own
+process group, killed as a whole when the task ends or is stopped, and dies
+with the launcher; SIGTERM and SIGHUP stop every task as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -85,6 +88,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         pass  # not Linux: the launcher's finally clause still stops it
 
 
+def _write(out: IO[str], text: str) -> None:
+    """Write to the console; a closed one (``headkit launch ... | head``) is ignored, so
+    the tasks' pipes are still drained into their logs and no task blocks on output."""
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def _describe(code: int) -> str:
     if code < 0:
         try:
@@ -109,19 +122,19 @@ class _Task:
         self._reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
+        for line in self.process.stdout:  # drained to the end, whatever the console does
             with self._lock:
                 self._log.write(line)
                 self._log.flush()
-                self._out.write(f"[{self.label}] {line}")
-                self._out.flush()
+                _write(self._out, f"[{self.label}] {line}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
+        """Signal the task's whole process group, its children included, even once the
+        task's own process has exited."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def finish(self) -> None:
         self._reader.join(timeout=5)
@@ -171,13 +184,17 @@ class Launcher:
     def say(self, message: str) -> None:
         with self._lock:
             elapsed = time.monotonic() - self._started
-            self.out.write(f"headkit launch: [{elapsed:.1f}s] {message}\n")
-            self.out.flush()
+            _write(self.out, f"headkit launch: [{elapsed:.1f}s] {message}\n")
 
     def _start(self, task: Tuple[str, int]) -> None:
         env = dict(self.env, TF_CONFIG=json.dumps(
             {"cluster": self.cluster, "task": {"type": task[0], "index": task[1]}}))
         label = _label(task)
+        if task in self._running:  # never two processes of one task (one address, one log)
+            old = self._running.pop(task)
+            old.stop(signal.SIGKILL)
+            old.process.wait()
+            old.finish()
         if task not in self._logs:
             name = label.replace(":", "-") + ".log"
             self._logs[task] = open(os.path.join(self.log_dir, name), "a")
@@ -209,6 +226,7 @@ class Launcher:
         for key, task in list(self._running.items()):
             code = task.process.poll()
             if code is not None:
+                task.stop(signal.SIGKILL)  # whatever the task left behind in its group
                 task.finish()
                 del self._running[key]
                 self.exit_codes[task.label] = code
@@ -216,34 +234,46 @@ class Launcher:
                 done.append((task, code))
         return done
 
-    def _restart(self, failed: _Task) -> None:
+    def _restart(self, failed: _Task, code: int) -> bool:
+        """Start ``failed`` again, alone or with its whole group; True for the group."""
         self.restarts_left -= 1
-        if "ps" in self.cluster and failed.task[0] != "ps":
+        # With parameter servers a trainer holds no state another needs; an evaluator
+        # is in no collective: each restarts alone. Otherwise the group restarts, and so
+        # it does when the chief ended with an error: it then tells every role to stop.
+        chief_error = failed.task[0] == "chief" and code > 0
+        if failed.task[0] == "evaluator" or (
+                "ps" in self.cluster and failed.task[0] != "ps" and not chief_error):
             self.say(f"restarting {failed.label} with the same TF_CONFIG "
                      f"({self.restarts_left} restart(s) left)")
             self._start(failed.task)
-            return
-        why = "a ps holds variables no other task has" if failed.task[0] == "ps" else (
-            "collectives need the whole group")
+            return False
+        why = ("a ps holds variables no other task has" if failed.task[0] == "ps" else
+               "the chief failed with an error, which stops every role" if chief_error else
+               "collectives need the whole group")
         self.say(f"restarting the whole group ({why}) once the other tasks have stopped "
                  f"({self.restarts_left} restart(s) left)")
         self._stop_all(wait_first=float(self.env.get("HEADKIT_PEER_TIMEOUT_SECS", 60)) + 30)
         for task in self.tasks:
             self._start(task)
+        return True
 
     def run(self, late_grace: float = 120.0) -> int:
         """Start every task; return the chief's exit code (128 + N when a signal N ended it).
 
         After the chief succeeds, every other task should end by itself; one
-        still running ``late_grace`` seconds later is stopped, and named.
+        still running ``late_grace`` seconds later is stopped, and named. When
+        the chief succeeded but another task failed or had to be stopped (the
+        evaluator's final export may be missing), the code is 1, not 0.
         """
         os.makedirs(self.log_dir, exist_ok=True)
         self.say(f"cluster {json.dumps(self.cluster)}; logs in {self.log_dir}")
         chief_code: Optional[int] = None
         chief_done = 0.0
-        previous = None
+        unfinished: List[str] = []  # tasks that failed or were stopped after the chief's 0
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _interrupt)
+            for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: stop every task
+                previous[sig] = signal.signal(sig, _interrupt)
         try:
             for task in self.tasks:
                 self._start(task)
@@ -255,15 +285,21 @@ class Launcher:
                     if code == 0:
                         continue
                     if self.restarts_left > 0:
-                        chief_code = None
-                        self._restart(task)
-                    else:
-                        self.say(f"{task.label} failed; stopping the other tasks")
-                        self._stop_all()
+                        if task.task == ("chief", 0):
+                            chief_code = None
+                        if self._restart(task, code):
+                            chief_code = None
+                            break  # the rest of this poll's exits were the old group's
+                        continue
+                    if chief_code == 0:
+                        unfinished.append(f"{task.label} ({_describe(code)})")
+                    self.say(f"{task.label} failed; stopping the other tasks")
+                    self._stop_all()
                 late = [t.label for t in self._alive()]
                 if chief_code == 0 and late and time.monotonic() - chief_done > late_grace:
                     self.say(f"{', '.join(late)} did not end within {late_grace:g}s of the "
                              "chief; stopping them")
+                    unfinished.extend(f"{label} (stopped)" for label in late)
                     self._stop_all()
         except KeyboardInterrupt:
             self.say("interrupted; stopping every task")
@@ -273,11 +309,15 @@ class Launcher:
             self._stop_all()
             for log in self._logs.values():
                 log.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         code = self.exit_codes.get("chief", 1) if chief_code is None else chief_code
+        if code == 0 and unfinished:
+            self.say(f"the chief succeeded, but {', '.join(unfinished)} did not: exit code 1 "
+                     "(see their logs; the evaluator's exports may be missing)")
+            return 1
         return 128 - code if code < 0 else code
 
 
-def _interrupt(signum, frame):  # SIGTERM stops the tasks as Ctrl-C does
+def _interrupt(signum, frame):  # SIGTERM and SIGHUP stop the tasks as Ctrl-C does
     raise KeyboardInterrupt

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -42,10 +43,19 @@ TASK = textwrap.dedent("""
         while not os.path.exists(os.path.join(state, value)):
             time.sleep(0.05)
         sys.exit(0)
-    if kind == "grandchild":  # leaves a child behind, then sleeps
+    if kind in ("grandchild", "orphan"):  # leaves a child behind; then sleeps, or exits 0
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         with open(os.path.join(state, "pids"), "a") as handle:
             handle.write(f"{child.pid}\\n")
+        if kind == "orphan":
+            sys.exit(0)
+    if kind == "late":  # exits with the code given, 2 s after starting
+        time.sleep(2)
+        sys.exit(int(value))
+    if kind == "chatter":  # many lines, then exit 0
+        for line in range(int(value)):
+            print(f"{task} line {line} " + "x" * 100)
+        sys.exit(0)
     while True:  # "sleep": until stopped
         time.sleep(0.05)
 """)
@@ -141,9 +151,72 @@ def test_a_failed_worker_stops_the_group_and_the_chiefs_code_says_how_it_ended(r
 def test_tasks_that_outlive_the_chief_are_stopped_after_the_grace(run):
     code, out, launcher = run({"chief:0": ["exit 0"], "evaluator:0": ["sleep"]}, workers=0,
                               evaluator=True, late_grace=1.0)
-    assert code == 0
     assert "evaluator did not end within 1s of the chief; stopping them" in out
     assert launcher.exit_codes["evaluator"] == -15
+    # The evaluator owns the final export: a run it did not finish is not a success.
+    assert code == 1
+    assert "the chief succeeded, but evaluator (stopped) did not: exit code 1" in out
+
+
+def test_an_evaluator_failing_after_the_chief_succeeded_makes_the_launch_fail(run):
+    code, out, launcher = run({"chief:0": ["exit 0"], "evaluator:0": ["late 4"]}, workers=0,
+                              evaluator=True)
+    assert launcher.exit_codes == {"chief": 0, "evaluator": 4}
+    assert code == 1
+    assert "the chief succeeded, but evaluator (exit code 4) did not" in out
+
+
+def test_a_failed_evaluator_restarts_alone_even_without_parameter_servers(run):
+    # Under MultiWorkerMirroredStrategy the trainers restart as a group, but the
+    # evaluator is in no collective: restarting it must not stop training.
+    plan = {"chief:0": ["wait-for evaluator-0.runs-2"], "worker:0": ["wait-for chief-done"],
+            "evaluator:0": ["exit 1", "exit 0"]}
+    state = run.state
+
+    def release():  # once the evaluator ran twice, let the trainers end
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = state / "evaluator-0.runs"
+            if runs.exists() and len(runs.read_text()) >= 2:
+                (state / "evaluator-0.runs-2").touch()
+                (state / "chief-done").touch()
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=release, daemon=True).start()
+    code, out, _ = run(plan, workers=1, evaluator=True, restarts=1)
+    assert code == 0, out
+    assert "restarting evaluator with the same TF_CONFIG (0 restart(s) left)" in out
+    assert "restarting the whole group" not in out
+    assert (state / "chief-0.runs").read_text() == "x"
+    assert (state / "worker-0.runs").read_text() == "x"
+
+
+def test_what_a_task_leaves_in_its_process_group_goes_when_it_exits(run):
+    code, out, _ = run({"chief:0": ["orphan"]}, workers=0)
+    assert code == 0, out
+    # the fixture checks that the chief's child did not outlive the launch
+
+
+class _ClosedConsole(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_console_neither_hangs_the_tasks_nor_loses_their_logs(tmp_path):
+    # `headkit launch ... | head`: once the console is gone, each task's output still
+    # drains into its log, so no task blocks on a full pipe (~1 MB here, 16x a pipe).
+    script = tmp_path / "task.py"
+    script.write_text(TASK)
+    state = tmp_path / "state"
+    state.mkdir()
+    launcher = Launcher([sys.executable, str(script), str(state),
+                         json.dumps({"chief:0": ["chatter 10000"]})], workers=0,
+                        log_dir=str(tmp_path / "logs"), out=_ClosedConsole(),
+                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert launcher.run() == 0
+    log = (tmp_path / "logs" / "chief.log").read_text().splitlines()
+    assert log[-1].startswith("chief:0 line 9999 ")
 
 
 def test_restarts_restart_a_failed_task_alone_when_there_are_parameter_servers(run):
@@ -184,6 +257,20 @@ def test_restarts_restart_the_whole_group_when_there_is_no_parameter_server(run)
     assert (run.state / "worker-0.runs").read_text() == "xx"
 
 
+def test_a_chief_that_failed_with_an_error_restarts_with_its_group(run):
+    # A chief that raises writes "failed", and every other role stops on it (a killed
+    # chief writes nothing and restarts alone): the launch restarts the whole group.
+    plan = {"chief:0": ["exit 1", "exit 0"], "worker:0": ["late 1", "exit 0"],
+            "ps:0": ["late 1", "exit 0"]}
+    code, out, _ = run(plan, workers=1, ps=1, restarts=1,
+                       env=dict(os.environ, HEADKIT_PEER_TIMEOUT_SECS="1"))
+    assert code == 0, out
+    assert ("restarting the whole group (the chief failed with an error, which stops every "
+            "role)") in out
+    for task in ("chief-0", "worker-0", "ps-0"):
+        assert (run.state / f"{task}.runs").read_text() == "xx"
+
+
 def test_no_restarts_left_stops_everything(run):
     code, out, launcher = run({"chief:0": ["sleep"], "worker:0": ["exit 1"], "ps:0": ["sleep"]},
                               workers=1, ps=1, restarts=0)
@@ -208,3 +295,33 @@ def test_the_console_script_without_a_command_exits_2_with_the_fix():
     assert done.returncode == 2
     assert "after --, e.g. headkit launch --workers 2 -- python train.py" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_hangup_stops_every_task_and_leaves_no_process(tmp_path):
+    # An ssh session that drops sends SIGHUP: the launch stops its tasks as on Ctrl-C.
+    script = tmp_path / "task.py"
+    script.write_text(TASK)
+    state = tmp_path / "state"
+    state.mkdir()
+    plan = json.dumps({"chief:0": ["grandchild"], "worker:0": ["sleep"]})
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "headkit.cli", "launch", "--workers", "1", "--log-dir",
+         str(tmp_path / "logs"), "--", sys.executable, str(script), str(state), plan],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the chief, its child and the worker have started
+        pids = (state / "pids").read_text().split() if (state / "pids").exists() else []
+        if len(pids) == 3:
+            break
+        time.sleep(0.05)
+    launch.send_signal(signal.SIGHUP)
+    out, _ = launch.communicate(timeout=60)
+    assert launch.returncode == 130, out
+    assert "interrupted; stopping every task" in out
+    deadline = time.monotonic() + 5
+    while any(_alive(int(pid)) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in pids if _alive(int(pid))]
+    for pid in left:
+        os.kill(int(pid), 9)
+    assert len(pids) == 3 and not left, f"processes left behind: {left}"
