@@ -37,6 +37,8 @@ MARKED_BY_HAND = {
     "tests/training/test_train_and_evaluate.py::test_bad_loop_arguments_name_the_field_and_value",
     "tests/keras/test_same_as_estimator.py",  # compares with an hk.Estimator
     "tests/test_bench.py::test_tiny_run_writes_json_and_markdown_with_ratios_from_the_same_run",
+    "tests/test_bench.py::"
+    "test_the_in_process_ab_reports_headkit_beside_the_plain_loop_references",
     "tests/test_release_fixtures.py::test_a_0_1_0_model_dir_resumes_its_steps_and_its_record",
     "tests/data/test_inputs.py::test_the_config_file_example_loads_and_trains",
     # tf.estimator's canned heads are the reference

@@ -595,6 +595,9 @@ class _Role:
         self.follower = None if self.is_chief else _ChiefStatus(estimator.model_dir)
         history = monitor.history
         self.last_evaluated = history[-1].step if history else -1
+        #: The chief's training loop has ended: trainers leaving is then normal, and
+        #: its last evaluation and export need no peer.
+        self.training_over = False
         self._status: Dict[str, Any] = {}
         self._lock = threading.Lock()
         trainer = self.cluster.task_type == "worker"
@@ -641,6 +644,8 @@ class _Role:
             self.write_status("failed", reason=str(error))
 
     def _normal_end(self) -> bool:
+        if self.is_chief:
+            return self.training_over
         status = self.follower.ended() if self.follower is not None else None
         return bool(status) and status.get("state") == "done"
 
@@ -774,6 +779,7 @@ class _ChiefSaverHook(tf.compat.v1.train.CheckpointSaverHook):
 
     def end(self, session):
         super().end(session)
+        self._role.training_over = True  # the workers may leave during the last evaluation
         if self._role.chief_evaluates:
             self._role.evaluate_latest()
 
@@ -837,6 +843,7 @@ def _run_trainer(role: _Role) -> None:
                 estimator.train(plan.train_input_fn, max_steps=plan.max_steps, hooks=hooks)
             else:
                 _train_with_strategy(role, hooks)
+        role.training_over = True
         role.watch.check()
         if role.chief_evaluates:
             role.evaluate_latest()  # a checkpoint no evaluation saw (a restarted chief's)
@@ -876,6 +883,12 @@ def _run_ps(role: _Role) -> None:
 
 
 def _run_evaluator(role: _Role) -> None:
+    if role.plan.eval_input_fn is None:
+        raise ConfigError(
+            "this task is the evaluator, but train_and_evaluate got no eval_input_fn: it has "
+            "nothing to evaluate. Pass eval_input_fn, or run the cluster without an evaluator "
+            "(headkit launch without --evaluator; no evaluator in TF_CONFIG).",
+            field="eval_input_fn")
     follower = role.follower
     late = follower.initially_done and role.finished()  # started after the run ended
     while True:

@@ -186,10 +186,11 @@ def train_and_evaluate(
     """Train, evaluate every ``eval_every`` steps, stop early, keep the best exports.
 
     A checkpoint is saved and evaluated every ``eval_every`` steps and at the
-    end. With ``hk.Estimator`` it runs on ``tf.estimator.train_and_evaluate``
-    (which replaces the RunConfig's checkpoint schedule during the call), so
-    the ``TF_CONFIG`` distributed roles work as usual, sharing the state file
-    in ``model_dir``. Every metric name is checked against the HeadSet
+    end. With ``hk.Estimator`` on one process each checkpoint is evaluated in
+    memory right after it is saved (the same metrics as ``evaluate()`` on it);
+    under a ``TF_CONFIG`` cluster every task runs its role, and the evaluator
+    (or the chief) alone writes the state file in ``model_dir``
+    (docs/distributed.md). Every metric name is checked against the HeadSet
     before anything is written. Rerunning with the same ``model_dir``
     resumes: training from the last checkpoint, the early-stopping count and
     the kept exports from ``model_dir/headkit_training.json``; a run that

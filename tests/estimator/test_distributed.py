@@ -337,3 +337,29 @@ def test_a_peer_gone_after_the_end_of_training_ends_this_task_cleanly(monkeypatc
         watch.check()
     finally:
         watch.stop()
+
+
+@pytest.mark.timeout(60)  # before the fix the evaluator waited for the chief (600 s)
+def test_an_evaluator_without_an_evaluation_input_is_refused_naming_the_field(
+        tmp_path, monkeypatch):
+    # headkit launch --evaluator with a script that passes no eval_input_fn.
+    cluster = {"chief": ["localhost:1"], "ps": ["localhost:3"], "evaluator": ["localhost:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "evaluator", "index": 0}}))
+    estimator = hk.Estimator(tiny_body, tiny_heads(), model_dir=str(tmp_path))
+    features, labels = make_data()
+    with pytest.raises(hk.ConfigError, match="nothing to evaluate. Pass eval_input_fn, or run "
+                       "the cluster without an evaluator") as caught:
+        hk.train_and_evaluate(estimator, numpy_input_fn(features, labels), max_steps=4,
+                              eval_every=2, progress=False)
+    assert caught.value.field == "eval_input_fn"
+
+
+def test_once_the_chiefs_training_has_ended_its_trainers_may_leave():
+    # With no evaluator the chief evaluates and exports after the last step, while the
+    # workers (its peers under MWMS) exit: that must not read as a lost peer.
+    role = distributed._Role.__new__(distributed._Role)
+    role.is_chief, role.follower, role.training_over = True, None, False
+    assert not role._normal_end()
+    role.training_over = True
+    assert role._normal_end()
