@@ -16,6 +16,7 @@ with the launcher; SIGTERM and SIGHUP stop every task as Ctrl-C does.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -78,7 +79,7 @@ def _label(task: Tuple[str, int]) -> str:
                                                        else f"{task[0]}:{task[1]}")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - in the child before exec
     os.setsid()  # its own process group, killed as a whole
     try:
         import ctypes
@@ -86,6 +87,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the launcher's finally clause still stops it
+    if os.getppid() != parent:  # the launcher died before the line above: no signal comes
+        os._exit(1)
 
 
 def _write(out: IO[str], text: str) -> None:
@@ -116,7 +119,7 @@ class _Task:
         self.process = subprocess.Popen(
             list(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
-            preexec_fn=_die_with_parent)
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         self._log, self._out, self._lock = log, out, lock
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

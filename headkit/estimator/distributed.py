@@ -552,13 +552,17 @@ class PeerWatch:
     def _exit_if_stuck(self, code: int, message: str) -> None:
         if self._stop.wait(_EXIT_GRACE_SECS):
             return  # the main thread returned: it reports the error itself
-        if message:
-            sys.stderr.write(f"{message}\nheadkit: TensorFlow did not return within "
-                             f"{_EXIT_GRACE_SECS:g}s; exiting. Where each thread was:\n")
-            faulthandler.dump_traceback(sys.stderr, all_threads=True)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(code)
+        try:
+            if message:
+                sys.stderr.write(f"{message}\nheadkit: TensorFlow did not return within "
+                                 f"{_EXIT_GRACE_SECS:g}s; exiting. Where each thread was:\n")
+                faulthandler.dump_traceback(sys.stderr, all_threads=True)
+            sys.stderr.flush()
+            sys.stdout.flush()
+        except (OSError, ValueError, AttributeError):  # a broken console: the reader is gone
+            pass
+        finally:
+            os._exit(code)  # whatever the console did, the task must not outlive its error
 
 
 # ------------------------------------------------------------------ roles

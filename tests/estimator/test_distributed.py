@@ -363,3 +363,24 @@ def test_once_the_chiefs_training_has_ended_its_trainers_may_leave():
     assert not role._normal_end()
     role.training_over = True
     assert role._normal_end()
+
+
+class _BrokenConsole:
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_task_stuck_after_a_lost_peer_exits_even_when_its_console_is_gone(monkeypatch):
+    # The launcher (the reader of the task's output) may be gone: writing the error then
+    # raises, and the task must still exit instead of hanging in TensorFlow for ever.
+    exits = []
+    monkeypatch.setattr(distributed, "_EXIT_GRACE_SECS", 0.01)
+    monkeypatch.setattr(distributed.os, "_exit", exits.append)
+    monkeypatch.setattr(distributed.sys, "stderr", _BrokenConsole())
+    monkeypatch.setattr(distributed.sys, "stdout", _BrokenConsole())
+    watch = PeerWatch([], "chief:0", lambda: False, lambda error: None)
+    watch._exit_if_stuck(1, "headkit: the ps task 0 at localhost:1 has been unreachable")
+    assert exits == [1]
