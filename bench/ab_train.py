@@ -84,9 +84,9 @@ def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str
         f"handwritten_loop{LOOP}_xla": train_session(
             variants.handwritten_loop_model_fn(LOOP, jit_compile=True), paths, looped=True),
     }
-    #: session.run calls per block: a looped graph runs LOOP steps per call.
-    runs = {name: steps_per_block if name in ("handwritten", "headkit")
-            else steps_per_block // LOOP for name in sessions}
+    #: Steps per session.run (a looped graph runs LOOP) and session.run calls per block.
+    per_run = {name: 1 if name in ("handwritten", "headkit") else LOOP for name in sessions}
+    runs = {name: steps_per_block // per_run[name] for name in sessions}
     for name, (session, fetches, _) in sessions.items():
         for _ in range(max(1, warmup * runs[name] // steps_per_block)):
             session.run(fetches)
@@ -98,7 +98,7 @@ def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str
             start = time.perf_counter()
             for _ in range(runs[name]):
                 session.run(fetches)
-            steps = runs[name] * (LOOP if runs[name] != steps_per_block else 1)
+            steps = runs[name] * per_run[name]
             times[name].append((time.perf_counter() - start) / steps * 1e6)
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {

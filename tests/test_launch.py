@@ -88,7 +88,11 @@ def run(tmp_path):
 
     launch.state, launch.logs = state, tmp_path / "logs"
     yield launch
-    pids = (state / "pids").read_text().split() if (state / "pids").exists() else []
+    _assert_none_left((state / "pids").read_text().split() if (state / "pids").exists() else [])
+
+
+def _assert_none_left(pids):
+    """Give the processes 5 s to go; fail (after killing them) if any is still alive."""
     deadline = time.monotonic() + 5
     while any(_alive(int(pid)) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -318,10 +322,5 @@ def test_a_hangup_stops_every_task_and_leaves_no_process(tmp_path):
     out, _ = launch.communicate(timeout=60)
     assert launch.returncode == 130, out
     assert "interrupted; stopping every task" in out
-    deadline = time.monotonic() + 5
-    while any(_alive(int(pid)) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = [pid for pid in pids if _alive(int(pid))]
-    for pid in left:
-        os.kill(int(pid), 9)
-    assert len(pids) == 3 and not left, f"processes left behind: {left}"
+    assert len(pids) == 3
+    _assert_none_left(pids)
