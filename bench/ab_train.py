@@ -78,6 +78,11 @@ def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str
         f"headkit_spr{LOOP}": train_session(make_model_fn(
             wl.build_body, variants.headkit_heads(), optimizer, steps_per_run=LOOP), paths,
             looped=True),
+        f"headkit_spr{LOOP}_xla": train_session(make_model_fn(
+            wl.build_body, variants.headkit_heads(), optimizer, steps_per_run=LOOP,
+            jit_compile=True), paths, looped=True),
+        "headkit_xla": train_session(make_model_fn(
+            wl.build_body, variants.headkit_heads(), optimizer, jit_compile=True), paths),
         # The references: how much a loop of LOOP steps can gain on this machine.
         f"handwritten_loop{LOOP}": train_session(
             variants.handwritten_loop_model_fn(LOOP), paths, looped=True),
@@ -85,7 +90,8 @@ def compare(blocks: int, steps_per_block: int, warmup: int, paths: Dict[str, str
             variants.handwritten_loop_model_fn(LOOP, jit_compile=True), paths, looped=True),
     }
     #: Steps per session.run (a looped graph runs LOOP) and session.run calls per block.
-    per_run = {name: 1 if name in ("handwritten", "headkit") else LOOP for name in sessions}
+    per_run = {name: LOOP if f"loop{LOOP}" in name or f"spr{LOOP}" in name else 1
+               for name in sessions}
     runs = {name: steps_per_block // per_run[name] for name in sessions}
     for name, (session, fetches, _) in sessions.items():
         for _ in range(max(1, warmup * runs[name] // steps_per_block)):

@@ -25,6 +25,7 @@ MAIN_VARIANTS = (
     "handwritten",
     "headkit",
     "headkit_spr32",
+    "headkit_spr32_xla",
     "canned_multihead",
     "model_to_estimator",
     "keras_fit_spe1",

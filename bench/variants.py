@@ -6,7 +6,8 @@ Usage (``bench/run.py`` calls this; run it by hand to debug one variant):
 
 ``prepare`` writes the data folder first. Variants: ``handwritten`` (the
 baseline), ``headkit``, ``canned_multihead``, ``model_to_estimator``,
-``headkit_spr32`` (``hk.Estimator(steps_per_run=32)``),
+``headkit_spr32`` (``hk.Estimator(steps_per_run=32)``), ``headkit_spr32_xla``
+(the same with ``jit_compile=True``),
 ``keras_fit_spe1``, ``keras_fit_spe32``, ``headkit_keras_spe1``,
 ``headkit_keras_spe32`` (``hk.KerasModel``), and
 ``scaling_headkit_<K>`` (a HeadSet of K heads: graph build time and steps/s).
@@ -403,9 +404,10 @@ def run_variant(name: str, args) -> Dict:
                                  learning_rate=wl.LEARNING_RATE, config=config)
         return measure_estimator(estimator, estimator.export, "predict", args)
     if name.startswith("headkit_spr"):
+        steps, _, compiled = name[len("headkit_spr"):].partition("_")
         estimator = hk.Estimator(wl.build_body, headkit_heads(), optimizer="adam",
                                  learning_rate=wl.LEARNING_RATE, config=config,
-                                 steps_per_run=int(name[len("headkit_spr"):]))
+                                 steps_per_run=int(steps), jit_compile=compiled == "xla")
         return measure_estimator(estimator, estimator.export, "predict", args)
     if name == "canned_multihead":
         estimator = tf.estimator.Estimator(canned_model_fn, config=config)

@@ -248,6 +248,30 @@ def _non_finite(text: str) -> NonFiniteLossError:
     return NonFiniteLossError(message, heads=[n for n in bad if n != "(total)"], step=step)
 
 
+#: The name of the XLA-compiled training step (``jit_compile=True``) in TensorFlow's errors.
+COMPILED_STEP = "_compiled_step"
+_XLA_UNSUPPORTED = re.compile(
+    r"Detected unsupported operations when trying to compile graph \S*" + COMPILED_STEP)
+_XLA_OP = re.compile(r"(\w+) \(No registered '\w+' OpKernel for XLA_\w+ devices[^)]*\)"
+                     r"(?:.*?Requested Attributes: ([^{\n]*))?", re.S)
+
+
+def _not_compiled(message: str) -> ConfigError:
+    """XLA's refusal of the compiled training step, as the ops it cannot compile."""
+    found = []
+    for op, attributes in _XLA_OP.findall(message):
+        types = sorted(set(re.findall(r"DT_\w+", attributes or "")))
+        entry = f"{op} ({', '.join(t[3:].lower() for t in types)})" if types else op
+        if entry not in found:
+            found.append(entry)
+    ops = ", ".join(found[:8]) or " ".join(message.split())[:300]
+    return ConfigError(
+        f"jit_compile=True: XLA cannot compile this training step; it uses ops XLA has no "
+        f"kernel for: {ops}. String features, lookup tables and Python ops cannot be "
+        "compiled. Turn them into numbers in the input_fn, or use jit_compile=False.",
+        field="jit_compile")
+
+
 def graph_error(message: str) -> Optional[HeadkitError]:
     """The headkit error behind a TensorFlow error message, or None for another error.
 
@@ -255,6 +279,8 @@ def graph_error(message: str) -> Optional[HeadkitError]:
         >>> graph_error("assertion failed: [Head 'y': class ids must be in [0, 2)]\\n")
         DataError("Head 'y': class ids must be in [0, 2)")
     """
+    if _XLA_UNSUPPORTED.search(message or ""):
+        return _not_compiled(message)
     text = _assertion_text(message or "")
     if text is None or not (text.startswith(_HEAD_PREFIX + "'") or text.startswith(GRAPH_MARKER)):
         return None
@@ -266,6 +292,9 @@ def graph_error(message: str) -> Optional[HeadkitError]:
 @contextlib.contextmanager
 def translate_graph_errors() -> Iterator[None]:
     """Re-raise headkit's in-graph check failures as ``DataError`` / ``NonFiniteLossError``.
+
+    A training step that XLA cannot compile (``jit_compile=True``) becomes a
+    ``ConfigError`` naming the ops.
 
     Other TensorFlow errors pass through unchanged.
 

@@ -61,10 +61,12 @@ def test_targets_report_a_miss():
     ratios = {"headkit": {"steps_per_second": 0.95, "train_wall_seconds": 1.05,
                           "eval_seconds": 1.0, "export_seconds": 1.6,
                           "serving_default_b1_ms": 1.2, "serving_default_b256_ms": 1.0},
-              "headkit_spr32": {"steps_per_second": 1.52}}
+              "headkit_spr32": {"steps_per_second": 1.19},
+              "headkit_spr32_xla": {"steps_per_second": 1.52}}
     met = {(c["variant"], c["metric"]): c["ok"] for c in run.check_targets(ratios)}
     assert met == {("headkit", "steps_per_second"): False,
-                   ("headkit_spr32", "steps_per_second"): True,
+                   ("headkit_spr32", "steps_per_second"): False,
+                   ("headkit_spr32_xla", "steps_per_second"): True,
                    ("headkit", "train_wall_seconds"): True, ("headkit", "eval_seconds"): True,
                    ("headkit", "export_seconds"): False,
                    ("headkit", "serving_default_b1_ms"): False,
@@ -183,8 +185,8 @@ def test_the_in_process_ab_reports_headkit_beside_the_plain_loop_references(tmp_
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     subprocess.run(command, check=True, capture_output=True, env=env, timeout=180)
     result = json.loads(out.read_text())
-    names = {"handwritten", "headkit", "headkit_spr32", "handwritten_loop32",
-             "handwritten_loop32_xla"}
+    names = {"handwritten", "headkit", "headkit_xla", "headkit_spr32", "headkit_spr32_xla",
+             "handwritten_loop32", "handwritten_loop32_xla"}
     assert set(result["us_per_step"]) == names
     per_step = result["us_per_step"]
     for name in names:
@@ -193,3 +195,4 @@ def test_the_in_process_ab_reports_headkit_beside_the_plain_loop_references(tmp_
             per_step["handwritten"] / per_step[name])
     # The looped graphs hold one step's ops plus the loop's, not 32 copies of a step.
     assert result["graph_ops"]["headkit_spr32"] < 2 * result["graph_ops"]["headkit"]
+    assert result["graph_ops"]["headkit_spr32_xla"] < 2 * result["graph_ops"]["headkit"]

@@ -174,6 +174,15 @@ class Estimator(_TranslatingEstimator):
             the first run boundary at or past their step; ``max_steps`` is met
             exactly; a NaN loss names its exact step. Needs a Dataset input,
             and one process (refused under a ``TF_CONFIG`` cluster).
+        jit_compile: compile each training step (the body's forward and
+            backward pass, the loss and the update) with XLA: fewer, fused
+            kernels. The checks stay: labels and weight columns are checked
+            before the compiled step, the loss after it, and a batch whose
+            loss is not finite changes no variable. The body must take
+            numbers only (string features become ids in the input_fn) and
+            use ops XLA can compile; it is refused with the ops it cannot.
+            One process only, like ``steps_per_run``. Best with
+            ``steps_per_run > 1``.
         warm_start_from: the path of a model_dir, a checkpoint or a headkit
             export (of either backend) whose body weights start a new
             model_dir, matched by layer structure: the shared body must match
@@ -194,7 +203,7 @@ class Estimator(_TranslatingEstimator):
     Raises:
         ConfigError: a malformed ``TF_CONFIG`` (naming its field), a
             strategy that cannot train an Estimator on that cluster, or
-            ``steps_per_run > 1`` on a cluster.
+            ``steps_per_run > 1`` or ``jit_compile`` on a cluster.
 
     Example:
         >>> import headkit as hk
@@ -207,6 +216,7 @@ class Estimator(_TranslatingEstimator):
         ...     hk.Head("kind", hk.Classification(3), metrics=("accuracy",), is_default=True),
         ...     hk.Head("size", hk.Regression(), metrics=("rmse",), weight=0.5)])
         >>> estimator = hk.Estimator(build_body, heads, optimizer="adam")
+        >>> fast = hk.Estimator(build_body, heads, steps_per_run=32, jit_compile=True)
         >>> warm = hk.Estimator(build_body, heads, model_dir="runs/b",
         ...                     warm_start_from="runs/a")  # doctest: +SKIP
         >>> print(warm.warm_start_report)  # doctest: +SKIP
@@ -226,7 +236,12 @@ class Estimator(_TranslatingEstimator):
         steps_per_run: int = 1,
         head_map: Optional[Mapping[str, str]] = None,
         passthrough: Any = None,
+        jit_compile: bool = False,
     ) -> None:
+        if not isinstance(jit_compile, bool):
+            raise ConfigTypeError(
+                f"jit_compile must be True or False (got {jit_compile!r}).", field="jit_compile")
+        self.jit_compile = bool(jit_compile)
         steps_per_run = as_int(steps_per_run)
         if isinstance(steps_per_run, bool) or not isinstance(steps_per_run, int) or (
                 steps_per_run < 1):
@@ -278,18 +293,24 @@ class Estimator(_TranslatingEstimator):
             model_fn=make_model_fn(
                 body, heads, optimizer_factory, steps_per_run, lambda: self._last_step,
                 warm_start=self.warm_start_report and self.warm_start_report.assignments,
-                passthrough=self._passthrough),
+                passthrough=self._passthrough, jit_compile=self.jit_compile),
             model_dir=model_dir,
             config=config,
         )
-        if steps_per_run > 1 and (self.config.cluster_spec or self.config.train_distribute):
+        if self.config.cluster_spec or self.config.train_distribute:
             where = (f"TF_CONFIG makes this process the {self._cluster.task} of a cluster"
                      if self._cluster is not None else "config.train_distribute sets a "
                      "distribution strategy")
-            raise ConfigError(
-                f"steps_per_run={steps_per_run} runs several steps in one process's graph, and "
-                f"{where}. Use steps_per_run=1 there (docs/distributed.md), or train in one "
-                "process without a strategy.", field="steps_per_run")
+            if steps_per_run > 1:
+                raise ConfigError(
+                    f"steps_per_run={steps_per_run} runs several steps in one process's graph, "
+                    f"and {where}. Use steps_per_run=1 there (docs/distributed.md), or train in "
+                    "one process without a strategy.", field="steps_per_run")
+            if self.jit_compile:
+                raise ConfigError(
+                    f"jit_compile=True compiles the step for one process's devices, and {where}. "
+                    "Use jit_compile=False there (docs/distributed.md), or train in one process "
+                    "without a strategy.", field="jit_compile")
 
     def _scratch_body(self) -> Tuple[tf.Graph, tf.keras.Model]:
         """The body built once, in a graph of its own, and that graph.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import attrs
 import numpy as np
 import tensorflow as tf
 
@@ -19,7 +20,7 @@ from headkit.estimator.optimizers import OptimizerFactory
 from headkit.estimator.resume import LoopInput
 from headkit.kinds import CLASSIFY, REGRESS, batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
-from headkit.multitask import LossWeights, step_gradients
+from headkit.multitask import LossWeights, step_gradients, step_orders
 from headkit.serving.passthrough import Passthrough
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import (
@@ -107,10 +108,137 @@ def _warm_start_scaffold(model: tf.keras.Model,
     return tf.compat.v1.train.Scaffold(init_feed_dict=feed)
 
 
-def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
-                       loop_input: Any, steps_per_run: int, last_step: Optional[int],
-                       warm_start: Optional[Mapping[int, Sequence[np.ndarray]]],
-                       passthrough: Optional[Passthrough]) -> Any:
+@attrs.frozen
+class _StepResult:
+    """What one training step leaves in the graph.
+
+    ``done`` runs the step: after it, the update is applied (or the step
+    failed its checks). ``outputs`` are the body's outputs by head, None when
+    the step is compiled (they stay inside the compiled function).
+    """
+
+    total: tf.Tensor
+    head_losses: Dict[str, tf.Tensor]
+    loss_weights: Dict[str, tf.Tensor]
+    done: Any
+    outputs: Optional[Mapping[str, Any]]
+
+
+class _TrainStep:
+    """One training step: the body's forward pass, the loss, the gradients and the update.
+
+    With ``jit_compile`` the forward and backward pass, the loss and the
+    update are one XLA-compiled function. XLA drops ``Assert`` ops, so the
+    checks stay outside it: the labels' and weight columns' checks run
+    before it (``batch.prepare_batch``), and the finite-loss check after
+    it, on the flags it returns. Inside, the update is applied only when
+    every loss is finite; otherwise the body's non-trainable variables
+    (batch-norm statistics) are put back, so a failing batch changes nothing.
+    """
+
+    def __init__(self, model: tf.keras.Model, heads: HeadSet, optimizer: Any,
+                 passthrough: Optional[Passthrough], jit_compile: bool) -> None:
+        self.model, self.heads, self.optimizer = model, heads, optimizer
+        self.passthrough = passthrough
+        self.names = [h.name for h in heads.trained_heads]
+        # Its variables exist before any step (or loop) is built, as the body's do.
+        self.weighting = LossWeights(heads)
+        self.global_step = tf.compat.v1.train.get_or_create_global_step()
+        self.jit_compile = jit_compile
+        self._compiled = None
+        if jit_compile:
+            _check_compilable(model)
+            self._compiled = tf.function(self._compiled_step, jit_compile=True,
+                                         autograph=False)
+
+    def __call__(self, features: Any, labels: Any, step: Any) -> _StepResult:
+        """The step on one batch; ``step`` is its global step (named by the finite check)."""
+        if self.passthrough and isinstance(features, Mapping):
+            self.passthrough.learn(features)
+        inputs = body_inputs(self.model, features)
+        prepared = batch.prepare_batch(self.heads, labels, features)  # the labels' checks
+        if not self.jit_compile:
+            return self._guarded_step(inputs, prepared, step)
+        # PCGrad's random head orders, drawn by TensorFlow: XLA's random numbers differ.
+        orders = step_orders(self.heads, step)
+        total, head_losses, loss_weights, finite = self._compiled(inputs, prepared, step, orders)
+        check = batch.assert_finite(self.heads, finite, step)
+        return _StepResult(total, dict(zip(self.names, tf.unstack(head_losses))),
+                           dict(zip(self.names, tf.unstack(loss_weights))), check, None)
+
+    def _forward(self, inputs: Any, prepared: Any) -> Tuple[Any, ...]:
+        model = self.model
+        outputs = outputs_by_head(self.heads, model, model(inputs, training=True))
+        terms = batch.prepared_terms(self.heads, outputs, prepared)
+        flat_inputs = tf.nest.flatten(inputs)
+        # Read here, in the step's graph: a regularization loss read outside a
+        # loop would be a constant of the loop, with no gradient.
+        regularization = model.get_losses_for(None) + model.get_losses_for(flat_inputs)
+        weighted, loss_weights = self.weighting.weigh(
+            {n: t.loss for n, t in terms.items()}, {n: t.labelled for n, t in terms.items()})
+        total = self.weighting.total(weighted, regularization)
+        updates = model.get_updates_for(None) + model.get_updates_for(flat_inputs)
+        return outputs, terms, regularization, weighted, loss_weights, total, updates
+
+    def _apply(self, terms: Any, regularization: Any, weighted: Any, total: tf.Tensor,
+               updates: List[Any], step: Any, orders: Any = None) -> Any:
+        pairs = step_gradients(self.heads, tf.gradients, total, weighted, regularization,
+                               self.model.trainable_variables,
+                               self.weighting.trainable_variables, step, orders)
+        with tf.control_dependencies([total]):  # after this step's weights were read
+            update = self.weighting.update({n: t.loss for n, t in terms.items()})
+        return _train_op(self.optimizer, total, pairs, updates + ([update] if update else []),
+                         self.global_step, self.model)
+
+    def _guarded_step(self, inputs: Any, prepared: Any, step: Any) -> _StepResult:
+        outputs, terms, regularization, weighted, loss_weights, total, updates = self._forward(
+            inputs, prepared)
+        total = batch.finite_guard(self.heads, terms, total, step)
+        train_op = self._apply(terms, regularization, weighted, total, updates, step)
+        return _StepResult(total, {n: terms[n].loss for n in self.names},
+                           {n: tf.cast(loss_weights[n], tf.float32) for n in self.names},
+                           train_op, outputs)
+
+    # Its name is errors.COMPILED_STEP: XLA names it when it cannot compile a step.
+    def _compiled_step(self, inputs: Any, prepared: Any, step: Any,
+                       orders: Any) -> Tuple[tf.Tensor, ...]:
+        state = self.model.non_trainable_variables
+        before = [variable.read_value() for variable in state]
+        _, terms, regularization, weighted, loss_weights, total, updates = self._forward(
+            inputs, prepared)
+        finite = tf.math.is_finite(tf.stack([terms[n].loss for n in self.names] + [total]))
+
+        def commit():
+            train_op = self._apply(terms, regularization, weighted, total, updates, step,
+                                   orders)
+            with tf.control_dependencies([train_op]):
+                return tf.constant(True)
+
+        def put_back():  # the batch-norm statistics this batch moved
+            with tf.control_dependencies([v.assign(b) for v, b in zip(state, before)]):
+                return tf.constant(False)
+
+        applied = tf.cond(tf.reduce_all(finite), commit, put_back)
+        with tf.control_dependencies([applied]):
+            return (tf.identity(total), tf.stack([terms[n].loss for n in self.names]),
+                    tf.stack([tf.cast(loss_weights[n], tf.float32) for n in self.names]),
+                    tf.cast(finite, tf.int32))
+
+
+def _check_compilable(model: tf.keras.Model) -> None:
+    """Refuse, before XLA does with a long trace, a body that takes strings."""
+    strings = [tensor.name.split(":")[0] for tensor in tf.nest.flatten(model.inputs)
+               if tensor.dtype == tf.string]
+    if strings:
+        raise ConfigError(
+            f"jit_compile=True: the body takes string input(s) {strings!r}, and XLA compiles "
+            "numbers only. Turn the strings into ids or vectors in the input_fn (e.g. a "
+            "tf.keras.layers.StringLookup in Dataset.map) so the body takes numbers, or use "
+            "jit_compile=False.", field="jit_compile")
+
+
+def _looped_train_spec(train_step: _TrainStep, loop_input: Any, steps_per_run: int,
+                       last_step: Optional[int], scaffold: Any) -> Any:
     """One ``session.run`` trains ``steps_per_run`` batches in a ``tf.while_loop``.
 
     The last run of ``train(max_steps=...)`` is shorter, so ``max_steps`` is
@@ -118,61 +246,45 @@ def _looped_train_spec(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
     with the updates of the steps before it applied and none after.
     (TPUEstimator's ``iterations_per_loop`` does the same on TPUs.)
     """
-    model = instantiate_body(body)  # a functional body: its variables exist now, not in the loop
-    train_optimizer = optimizer()
-    step = tf.compat.v1.train.get_or_create_global_step()
-    first = tf.identity(step.read_value())
+    first = tf.identity(train_step.global_step.read_value())
     runs = tf.constant(steps_per_run, tf.int64)
     if last_step is not None:
         runs = tf.maximum(tf.minimum(runs, tf.constant(last_step, tf.int64) - first), 0)
-    names = [h.name for h in heads.trained_heads]
-    regularization = model.get_losses_for(None)
-    weighting = LossWeights(heads)  # its variables exist before the loop, as the body's do
+    names = train_step.names
 
     def one_step(index, total, head_losses, loss_weights):
         features, labels = loop_input.next()
-        if passthrough and isinstance(features, Mapping):
-            passthrough.learn(features)
-        inputs = body_inputs(model, features)
-        outputs = outputs_by_head(heads, model, model(inputs, training=True))
-        terms = batch.head_terms(heads, outputs, labels, features)
-        flat_inputs = tf.nest.flatten(inputs)
-        losses = regularization + model.get_losses_for(flat_inputs)
-        weighted, weights = weighting.weigh({n: t.loss for n, t in terms.items()},
-                                            {n: t.labelled for n, t in terms.items()})
-        total = weighting.total(weighted, losses)
-        total = batch.finite_guard(heads, terms, total, first + index)
-        pairs = step_gradients(heads, tf.gradients, total, weighted, losses,
-                               model.trainable_variables, weighting.trainable_variables,
-                               first + index)
-        with tf.control_dependencies([total]):  # after this step's weights were read
-            update = weighting.update({n: t.loss for n, t in terms.items()})
-        train_op = _train_op(train_optimizer, total, pairs,
-                             model.get_updates_for(flat_inputs) + ([update] if update else []),
-                             step, model)
-        with tf.control_dependencies([train_op]):
-            return (index + 1, tf.identity(total),
-                    tf.stack([terms[name].loss for name in names]),
-                    tf.stack([tf.cast(weights[name], tf.float32) for name in names]))
+        result = train_step(features, labels, first + index)
+        with tf.control_dependencies([result.done]):
+            return (index + 1, tf.identity(result.total),
+                    tf.stack([result.head_losses[name] for name in names]),
+                    tf.stack([result.loss_weights[name] for name in names]))
 
     zeros = tf.zeros([len(names)])
     _, loss, head_losses, loss_weights = tf.while_loop(
         lambda index, *_: index < runs, one_step,
         [tf.constant(0, tf.int64), tf.constant(0.0), zeros, zeros], parallel_iterations=1)
-    for index, name in enumerate(names):  # the run's last step, as TensorBoard shows it
-        tf.compat.v1.summary.scalar(metric_key(name, TOTAL_LOSS), head_losses[index])
-        if weighting.is_learned:
-            tf.compat.v1.summary.scalar(metric_key(name, LOSS_WEIGHT), loss_weights[index])
-    scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
+    # the run's last step, as TensorBoard shows it
+    _loss_summaries(train_step, dict(zip(names, tf.unstack(head_losses))),
+                    dict(zip(names, tf.unstack(loss_weights))))
     return tf.estimator.EstimatorSpec(ModeKeys.TRAIN, loss=loss, train_op=tf.group(loss),
                                       scaffold=scaffold)
+
+
+def _loss_summaries(train_step: _TrainStep, head_losses: Mapping[str, Any],
+                    loss_weights: Mapping[str, Any]) -> None:
+    for name in train_step.names:
+        tf.compat.v1.summary.scalar(metric_key(name, TOTAL_LOSS), head_losses[name])
+        if train_step.weighting.is_learned:
+            tf.compat.v1.summary.scalar(metric_key(name, LOSS_WEIGHT), loss_weights[name])
 
 
 def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
                   steps_per_run: int = 1,
                   last_step: Callable[[], Optional[int]] = lambda: None,
                   warm_start: Optional[Mapping[int, Sequence[np.ndarray]]] = None,
-                  passthrough: Optional[Passthrough] = None) -> Callable:
+                  passthrough: Optional[Passthrough] = None,
+                  jit_compile: bool = False) -> Callable:
     """A ``model_fn(features, labels, mode, config)`` for ``tf.estimator.Estimator``.
 
     Each call builds the body fresh in the current graph, calls it with
@@ -187,6 +299,8 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
     layers when training starts without a checkpoint. ``passthrough``
     features are copied into the predictions and predict export outputs;
     training takes the specs it lacks from the training features.
+    ``jit_compile`` compiles each training step with XLA (the checks stay
+    outside the compiled function: see ``_TrainStep``).
 
     Example:
         >>> import headkit as hk
@@ -200,13 +314,23 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
 
 
     def model_fn(features: Any, labels: Any, mode: str, config: Any = None):
-        if isinstance(features, LoopInput):  # steps_per_run > 1, in training
-            return _looped_train_spec(body, heads, optimizer, features, steps_per_run,
-                                      last_step(), warm_start, passthrough)
         training = mode == ModeKeys.TRAIN
         model = instantiate_body(body)
+        if training:
+            scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
+            train_step = _TrainStep(model, heads, optimizer(), passthrough, jit_compile)
+            if isinstance(features, LoopInput):  # steps_per_run > 1
+                return _looped_train_spec(train_step, features, steps_per_run, last_step(),
+                                          scaffold)
+            result = train_step(features, labels, train_step.global_step.read_value())
+            _loss_summaries(train_step, result.head_losses, result.loss_weights)
+            predictions = None
+            if result.outputs is not None:
+                predictions = flat_predictions(head_predictions(heads, result.outputs))
+            return tf.estimator.EstimatorSpec(mode, loss=result.total, train_op=result.done,
+                                              predictions=predictions, scaffold=scaffold)
         inputs = body_inputs(model, features)
-        outputs = outputs_by_head(heads, model, model(inputs, training=training))
+        outputs = outputs_by_head(heads, model, model(inputs, training=False))
         per_head = head_predictions(heads, outputs)
         predictions = flat_predictions(per_head)
         named = features if isinstance(features, Mapping) else {}
@@ -226,42 +350,19 @@ def make_model_fn(body: Body, heads: HeadSet, optimizer: OptimizerFactory,
         weighting = LossWeights(heads)
         weighted, loss_weights = weighting.weigh({n: t.loss for n, t in terms.items()},
                                                  {n: t.labelled for n, t in terms.items()})
-        learned = {metric_key(n, LOSS_WEIGHT): w for n, w in loss_weights.items()
-                   if weighting.is_learned}
         eval_metrics: Dict[str, Any] = {}
-        if mode == ModeKeys.EVAL:
-            for head in heads.trained_heads:
-                term = terms[head.name]
-                with tf.name_scope(head.name):
-                    eval_metrics.update(metrics_lib.head_metrics(
-                        head, term.labels, per_head[head.name], term.example_losses,
-                        term.weights))
-            # The checkpoint's values: constant over the evaluation.
-            eval_metrics.update({k: (w, tf.no_op()) for k, w in learned.items()})
+        for head in heads.trained_heads:
+            term = terms[head.name]
+            with tf.name_scope(head.name):
+                eval_metrics.update(metrics_lib.head_metrics(
+                    head, term.labels, per_head[head.name], term.example_losses, term.weights))
+        if weighting.is_learned:  # the checkpoint's values: constant over the evaluation
+            eval_metrics.update({metric_key(n, LOSS_WEIGHT): (w, tf.no_op())
+                                 for n, w in loss_weights.items()})
         regularization = model.get_losses_for(None) + model.get_losses_for(flat_inputs)
-        step = tf.compat.v1.train.get_or_create_global_step()
+        tf.compat.v1.train.get_or_create_global_step()
         loss = weighting.total(weighted, regularization)
-
-        if mode == ModeKeys.EVAL:
-            return tf.estimator.EstimatorSpec(
-                mode, loss=loss, predictions=predictions, eval_metric_ops=eval_metrics)
-
-        if passthrough:
-            passthrough.learn(named)
-        loss = batch.finite_guard(heads, terms, loss, step)
-        for name, term in terms.items():
-            tf.compat.v1.summary.scalar(metric_key(name, TOTAL_LOSS), term.loss)
-        for key, value in learned.items():
-            tf.compat.v1.summary.scalar(key, value)
-        update_ops = model.get_updates_for(None) + model.get_updates_for(flat_inputs)
-        pairs = step_gradients(heads, tf.gradients, loss, weighted, regularization,
-                               model.trainable_variables, weighting.trainable_variables, step)
-        with tf.control_dependencies([loss]):  # after this step's weights were read
-            update = weighting.update({n: t.loss for n, t in terms.items()})
-        train_op = _train_op(optimizer(), loss, pairs, update_ops + ([update] if update else []),
-                             step, model)
-        scaffold = _warm_start_scaffold(model, warm_start) if warm_start else None
-        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op,
-                                          predictions=predictions, scaffold=scaffold)
+        return tf.estimator.EstimatorSpec(
+            mode, loss=loss, predictions=predictions, eval_metric_ops=eval_metrics)
 
     return model_fn

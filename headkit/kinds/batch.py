@@ -7,7 +7,7 @@ Keras backend's train step both compute a batch's losses with
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import attrs
 import tensorflow as tf
@@ -25,8 +25,8 @@ from headkit.kinds import losses
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 
-__all__ = ["HeadTerms", "labels_by_head", "example_weights", "head_terms", "total_loss",
-           "finite_guard"]
+__all__ = ["HeadTerms", "labels_by_head", "example_weights", "prepare_batch", "prepared_terms",
+           "head_terms", "total_loss", "finite_guard", "assert_finite"]
 
 
 @attrs.frozen
@@ -188,27 +188,47 @@ def _with_guarded_losses(heads: HeadSet) -> HeadSet:
                     for head in heads])
 
 
-def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
-               features: Any) -> Dict[str, HeadTerms]:
-    """Each trained head's labels, weights, per-example losses and loss for one batch.
+def prepare_batch(heads: HeadSet, labels: Any, features: Any) -> Dict[str, Tuple[Any, Any]]:
+    """Each trained head's loss-ready labels and example weights, as ``(labels, weights)``.
 
-    ``outputs`` are the body's outputs by head (``headkit.body.outputs_by_head``).
+    The checks of the labels and the ``weight_column`` run here (``weights``
+    is None without a mask or weight column). Everything in :func:`head_terms`
+    that reads only the batch, none of the body's outputs: a train step
+    compiled by XLA, which would drop the checks, takes this as its input.
 
     Example:
         >>> from headkit import spec
         >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
-        >>> terms = head_terms(heads, {"y": tf.constant([[1.0]])}, {"y": tf.constant([[3.0]])}, {})
-        >>> float(terms["y"].loss)
-        4.0
+        >>> ready, weights = prepare_batch(heads, {"y": tf.constant([[3.0]])}, {})["y"]
+        >>> ready.shape.as_list(), weights
+        ([1, 1], None)
     """
     label_tensors = labels_by_head(heads, labels)
+    prepared: Dict[str, Tuple[Any, Any]] = {}
+    for head in heads.trained_heads:
+        with tf.name_scope(head.name):  # NAME_PATTERN names are valid scope names
+            ready, mask = kinds.get(head).prepare_labels(head, label_tensors[head.label_key])
+            prepared[head.name] = (ready, _combine(mask, example_weights(head, features)))
+    return prepared
+
+
+def prepared_terms(heads: HeadSet, outputs: Mapping[str, Any],
+                   prepared: Mapping[str, Tuple[Any, Any]]) -> Dict[str, HeadTerms]:
+    """Each trained head's :class:`HeadTerms` from :func:`prepare_batch`'s labels and weights.
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
+        >>> prepared = {"y": (tf.constant([[3.0]]), None)}
+        >>> float(prepared_terms(heads, {"y": tf.constant([[1.0]])}, prepared)["y"].loss)
+        4.0
+    """
     heads = _with_guarded_losses(heads)  # a failing custom loss names its head
     terms: Dict[str, HeadTerms] = {}
     for head in heads.trained_heads:
         kind = kinds.get(head)
-        with tf.name_scope(head.name):  # NAME_PATTERN names are valid scope names
-            ready, mask = kind.prepare_labels(head, label_tensors[head.label_key])
-            weights = _combine(mask, example_weights(head, features))
+        ready, weights = prepared[head.name]
+        with tf.name_scope(head.name):
             per_example = kind.per_example_loss(head, ready, outputs[head.name])
             # Class weights scale each example's loss but stay out of the divisor: the
             # sum over the batch is divided by the rows' weights (mask x weight_column),
@@ -219,6 +239,23 @@ def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
             terms[head.name] = HeadTerms(ready, weights, per_example,
                                          losses.head_loss(per_example, weights))
     return terms
+
+
+def head_terms(heads: HeadSet, outputs: Mapping[str, Any], labels: Any,
+               features: Any) -> Dict[str, HeadTerms]:
+    """Each trained head's labels, weights, per-example losses and loss for one batch.
+
+    ``outputs`` are the body's outputs by head (``headkit.body.outputs_by_head``):
+    :func:`prepare_batch`, then :func:`prepared_terms`.
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
+        >>> terms = head_terms(heads, {"y": tf.constant([[1.0]])}, {"y": tf.constant([[3.0]])}, {})
+        >>> float(terms["y"].loss)
+        4.0
+    """
+    return prepared_terms(heads, outputs, prepare_batch(heads, labels, features))
 
 
 def total_loss(heads: HeadSet, terms: Mapping[str, HeadTerms], regularization=()) -> tf.Tensor:
@@ -248,16 +285,31 @@ def finite_guard(heads: HeadSet, terms: Mapping[str, HeadTerms], total: tf.Tenso
         >>> float(finite_guard(heads, terms, tf.constant(1.0), tf.constant(3)))
         1.0
     """
-    names = [h.name for h in heads.trained_heads] + ["(total)"]
     values = tf.stack([terms[h.name].loss for h in heads.trained_heads] + [total])
-    finite = tf.math.is_finite(values)
-    check = tf.debugging.Assert(
-        tf.reduce_all(finite),
+    with tf.control_dependencies([assert_finite(heads, tf.math.is_finite(values), step)]):
+        return tf.identity(total)
+
+
+def assert_finite(heads: HeadSet, finite: Any, step: Any) -> Any:
+    """The finite-loss check: an ``Assert`` that every flag of ``finite`` is true.
+
+    ``finite`` holds one flag per trained head, then one for the total loss
+    (bool or int32); the failure names the heads whose flag is false, and
+    ``step``.
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
+        >>> assert_finite(heads, tf.constant([True, True]), tf.constant(3)) is not None
+        True
+    """
+    names = [h.name for h in heads.trained_heads] + ["(total)"]
+    finite = tf.convert_to_tensor(finite)
+    flags = finite if finite.dtype == tf.int32 else tf.cast(finite, tf.int32)
+    return tf.debugging.Assert(
+        tf.reduce_all(finite if finite.dtype == tf.bool else tf.cast(finite, tf.bool)),
         # Only strings and int32, and no work but a cast: this runs on every step.
-        non_finite_assert_data(tf.cast(step, tf.int32), tf.constant(names),
-                               tf.cast(finite, tf.int32)),
+        non_finite_assert_data(tf.cast(step, tf.int32), tf.constant(names), flags),
         summarize=len(names),
         name="headkit_finite_loss_check",
     )
-    with tf.control_dependencies([check]):
-        return tf.identity(total)

@@ -5,8 +5,13 @@ The configuration (``hk.UncertaintyWeighting``, ``hk.DynamicWeightAverage``,
 docs page ``docs/multitask.md``.
 """
 
-from headkit.multitask.surgery import head_orders, project_conflicting, step_gradients
+from headkit.multitask.surgery import (
+    head_orders,
+    project_conflicting,
+    step_gradients,
+    step_orders,
+)
 from headkit.multitask.weighting import SCOPE, LossWeights, dwa_weights
 
 __all__ = ["LossWeights", "SCOPE", "dwa_weights", "head_orders", "project_conflicting",
-           "step_gradients"]
+           "step_gradients", "step_orders"]

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from headkit.spec.headset import HeadSet
 
-__all__ = ["head_orders", "project_conflicting", "step_gradients"]
+__all__ = ["head_orders", "project_conflicting", "step_gradients", "step_orders"]
 
 #: ``gradient(target, variables) -> [gradient or None per variable]``.
 GradientFn = Callable[[Any, Sequence[tf.Variable]], List[Optional[Any]]]
@@ -38,6 +38,22 @@ def head_orders(count: int, seed: int, step: Any) -> tf.Tensor:
     """
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
     return tf.argsort(tf.random.stateless_uniform([count, count], seed=key), axis=1)
+
+
+def step_orders(heads: HeadSet, step: Any) -> Optional[tf.Tensor]:
+    """PCGrad's :func:`head_orders` of the weighted heads at ``step`` (None without PCGrad).
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("a", spec.Regression(), is_default=True),
+        ...                       spec.Head("b", spec.Regression())], gradient_surgery="pcgrad")
+        >>> step_orders(heads, 3).shape.as_list()
+        [2, 2]
+    """
+    surgery = heads.gradient_surgery
+    if surgery is None:
+        return None
+    return head_orders(len(heads.weighted_heads), surgery.seed, step)
 
 
 def _dense(gradient: Any) -> tf.Tensor:
@@ -108,14 +124,16 @@ def _add(a: Optional[Any], b: Optional[Any]) -> Optional[Any]:
 def step_gradients(heads: HeadSet, gradient: GradientFn, total: tf.Tensor,
                    terms: Mapping[str, tf.Tensor], regularization: Sequence[Any],
                    variables: Sequence[tf.Variable], weighting_variables: Sequence[tf.Variable],
-                   step: Any) -> List[Tuple[Any, tf.Variable]]:
+                   step: Any, orders: Optional[tf.Tensor] = None) -> List[Tuple[Any, tf.Variable]]:
     """The ``(gradient, variable)`` pairs of one training step (None gradients left out).
 
     Without ``heads.gradient_surgery``: the gradient of ``total``. With
     PCGrad: the body's ``variables`` get the projected sum of the weighted
     heads' ``terms`` (one backward pass each) plus the gradient of the
     regularization losses; the learned loss weights get the gradient of
-    ``total``, unprojected.
+    ``total``, unprojected. ``orders`` are PCGrad's :func:`step_orders` for
+    ``step``, when they were computed already (outside an XLA-compiled step,
+    whose random numbers differ from TensorFlow's).
 
     Example:
         >>> pairs = step_gradients(heads, tape.gradient, total, terms, [],
@@ -128,8 +146,9 @@ def step_gradients(heads: HeadSet, gradient: GradientFn, total: tf.Tensor,
         return [(g, v) for g, v in zip(gradient(total, everything), everything) if g is not None]
     names = [h.name for h in heads.weighted_heads]
     per_head = [gradient(terms[name], variables) for name in names]
-    combined = project_conflicting(per_head, [v.shape for v in variables],
-                                   head_orders(len(names), surgery.seed, step))
+    if orders is None:
+        orders = step_orders(heads, step)
+    combined = project_conflicting(per_head, [v.shape for v in variables], orders)
     if regularization:
         extra = gradient(tf.add_n([tf.cast(r, tf.float32) for r in regularization]), variables)
         combined = [_add(g, e) for g, e in zip(combined, extra)]
