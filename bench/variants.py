@@ -405,6 +405,8 @@ def run_variant(name: str, args) -> Dict:
         return measure_estimator(estimator, estimator.export, "predict", args)
     if name.startswith("headkit_spr"):
         steps, _, compiled = name[len("headkit_spr"):].partition("_")
+        if compiled not in ("", "xla"):
+            raise ValueError(f"Unknown variant {name!r}: headkit_spr<N> or headkit_spr<N>_xla.")
         estimator = hk.Estimator(wl.build_body, headkit_heads(), optimizer="adam",
                                  learning_rate=wl.LEARNING_RATE, config=config,
                                  steps_per_run=int(steps), jit_compile=compiled == "xla")

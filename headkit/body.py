@@ -18,7 +18,7 @@ from headkit.spec.headset import HeadSet
 
 __all__ = ["Body", "KERAS_MAJOR", "instantiate_body", "check_body", "body_inputs",
            "outputs_by_head", "input_specs", "model_input_specs", "INPUT_NAME_PATTERN",
-           "suggest_input_name"]
+           "suggest_input_name", "check_compilable"]
 
 #: The major version of the Keras behind ``tf.keras``: 2 on TensorFlow 2.15 (or with
 #: tf_keras), 3 on newer TensorFlow. Read from the package that defines ``tf.keras.Model``.
@@ -299,3 +299,26 @@ def model_input_specs(model: tf.keras.Model) -> Optional[Dict[str, tf.TensorSpec
         return None
     return {n: (tf.SparseTensorSpec if isinstance(t, tf.SparseTensor) else tf.TensorSpec)(
         t.shape, t.dtype) for n, t in inputs}
+
+
+def check_compilable(model: tf.keras.Model) -> None:
+    """Refuse, for ``jit_compile=True``, a body that takes strings: XLA compiles numbers only.
+
+    Other ops XLA cannot compile are named when the step first runs
+    (``headkit.errors.translate_graph_errors``).
+
+    Example:
+        >>> x = tf.keras.Input((1,), name="word", dtype=tf.string)
+        >>> check_compilable(tf.keras.Model({"word": x}, {"y": x}))
+        Traceback (most recent call last):
+        ...
+        headkit.errors.ConfigError: jit_compile=True: the body takes string input(s) ['word'], ...
+    """
+    strings = [name for name, tensor in _keras_inputs(model) or ()
+               if tf.as_dtype(tensor.dtype) == tf.string]
+    if strings:
+        raise ConfigError(
+            f"jit_compile=True: the body takes string input(s) {strings!r}, and XLA compiles "
+            "numbers only. Turn the strings into ids or vectors in the input_fn (e.g. a "
+            "tf.keras.layers.StringLookup in Dataset.map) so the body takes numbers, or use "
+            "jit_compile=False.", field="jit_compile")

@@ -122,6 +122,19 @@ def tiny_body():
     )
 
 
+def numeric_body():
+    """The tiny heads on a body XLA can compile: numbers in, an L2 penalty and batch norm."""
+    import tensorflow as tf
+
+    x = tf.keras.Input((4,), name="x")
+    h = tf.keras.layers.Dense(8, activation="relu",
+                              kernel_regularizer=tf.keras.regularizers.l2(0.5))(x)
+    h = tf.keras.layers.BatchNormalization()(h)
+    return tf.keras.Model({"x": x}, {"kind": tf.keras.layers.Dense(3, name="kind")(h),
+                                     "size": tf.keras.layers.Dense(1, name="size")(h),
+                                     "flag": tf.keras.layers.Dense(1, name="flag")(h)})
+
+
 def signature_contract(export_dir):
     """What TF Serving sees of an export: each signature's method, inputs and outputs with dtypes
     and shapes (TF 2's internal ``__saved_model_init_op`` left out)."""

@@ -11,7 +11,13 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Unio
 
 import tensorflow as tf
 
-from headkit.body import Body, check_body, instantiate_body, model_input_specs
+from headkit.body import (
+    Body,
+    check_body,
+    check_compilable,
+    instantiate_body,
+    model_input_specs,
+)
 from headkit.errors import ConfigError, ConfigTypeError, translate_graph_errors
 from headkit.estimator import distributed
 from headkit.estimator.export import export_estimator
@@ -22,7 +28,7 @@ from headkit.estimator.resume import ResumableEstimator
 from headkit.serving.passthrough import Passthrough, prediction_keys
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
-from headkit.spec.scalars import as_int
+from headkit.spec.scalars import as_bool, as_int
 from headkit.training.record import (
     RECORD_FILE,
     check_model_dir,
@@ -238,10 +244,11 @@ class Estimator(_TranslatingEstimator):
         passthrough: Any = None,
         jit_compile: bool = False,
     ) -> None:
+        jit_compile = as_bool(jit_compile)
         if not isinstance(jit_compile, bool):
             raise ConfigTypeError(
                 f"jit_compile must be True or False (got {jit_compile!r}).", field="jit_compile")
-        self.jit_compile = bool(jit_compile)
+        self.jit_compile = jit_compile
         steps_per_run = as_int(steps_per_run)
         if isinstance(steps_per_run, bool) or not isinstance(steps_per_run, int) or (
                 steps_per_run < 1):
@@ -273,6 +280,10 @@ class Estimator(_TranslatingEstimator):
             with graph.as_default():
                 self._record = check_model_dir(model_dir, heads, self._body, model=model)
         self._heads = heads
+        if self.jit_compile:  # a body XLA cannot take is refused now, not when training starts
+            graph, model = self._scratch_body()
+            with graph.as_default():
+                check_compilable(model)
         optimizer_factory = resolve_optimizer(optimizer, learning_rate)
         source, head_map = check_warm_start(warm_start_from, head_map, model_dir)
         if source is not None and model_dir and tf.train.latest_checkpoint(model_dir):

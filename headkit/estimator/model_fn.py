@@ -13,7 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 from headkit import kinds
-from headkit.body import Body, body_inputs, instantiate_body, outputs_by_head
+from headkit.body import (
+    Body,
+    body_inputs,
+    check_compilable,
+    instantiate_body,
+    outputs_by_head,
+)
 from headkit.errors import ConfigError
 from headkit.estimator import metrics as metrics_lib
 from headkit.estimator.optimizers import OptimizerFactory
@@ -147,14 +153,14 @@ class _TrainStep:
         self.jit_compile = jit_compile
         self._compiled = None
         if jit_compile:
-            _check_compilable(model)
+            check_compilable(model)
             self._compiled = tf.function(self._compiled_step, jit_compile=True,
                                          autograph=False)
 
     def __call__(self, features: Any, labels: Any, step: Any) -> _StepResult:
         """The step on one batch; ``step`` is its global step (named by the finite check)."""
-        if self.passthrough and isinstance(features, Mapping):
-            self.passthrough.learn(features)
+        if self.passthrough:
+            self.passthrough.learn(features if isinstance(features, Mapping) else {})
         inputs = body_inputs(self.model, features)
         prepared = batch.prepare_batch(self.heads, labels, features)  # the labels' checks
         if not self.jit_compile:
@@ -209,32 +215,14 @@ class _TrainStep:
         finite = tf.math.is_finite(tf.stack([terms[n].loss for n in self.names] + [total]))
 
         def commit():
-            train_op = self._apply(terms, regularization, weighted, total, updates, step,
-                                   orders)
-            with tf.control_dependencies([train_op]):
-                return tf.constant(True)
+            return self._apply(terms, regularization, weighted, total, [], step, orders)
 
-        def put_back():  # the batch-norm statistics this batch moved
-            with tf.control_dependencies([v.assign(b) for v, b in zip(state, before)]):
-                return tf.constant(False)
-
-        applied = tf.cond(tf.reduce_all(finite), commit, put_back)
-        with tf.control_dependencies([applied]):
+        applied = batch.commit_if_finite(finite, commit, state, before)
+        # The body's updates (batch norm) run on every step; put_back undoes them.
+        with tf.control_dependencies([applied] + updates):
             return (tf.identity(total), tf.stack([terms[n].loss for n in self.names]),
                     tf.stack([tf.cast(loss_weights[n], tf.float32) for n in self.names]),
                     tf.cast(finite, tf.int32))
-
-
-def _check_compilable(model: tf.keras.Model) -> None:
-    """Refuse, before XLA does with a long trace, a body that takes strings."""
-    strings = [tensor.name.split(":")[0] for tensor in tf.nest.flatten(model.inputs)
-               if tensor.dtype == tf.string]
-    if strings:
-        raise ConfigError(
-            f"jit_compile=True: the body takes string input(s) {strings!r}, and XLA compiles "
-            "numbers only. Turn the strings into ids or vectors in the input_fn (e.g. a "
-            "tf.keras.layers.StringLookup in Dataset.map) so the body takes numbers, or use "
-            "jit_compile=False.", field="jit_compile")
 
 
 def _looped_train_spec(train_step: _TrainStep, loop_input: Any, steps_per_run: int,

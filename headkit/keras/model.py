@@ -23,6 +23,7 @@ from headkit.body import (
     Body,
     body_inputs,
     check_body,
+    check_compilable,
     instantiate_body,
     model_input_specs,
     outputs_by_head,
@@ -32,7 +33,7 @@ from headkit.keras.export import write_keras_saved_model
 from headkit.keras.metrics import HeadMetrics
 from headkit.kinds import batch
 from headkit.kinds.predictions import flat_predictions, head_predictions
-from headkit.multitask import LossWeights, step_gradients
+from headkit.multitask import LossWeights, step_gradients, step_orders
 from headkit.serving.export_dir import write_export
 from headkit.serving.features import check_spec, spec_of_inputs, spec_to_dict
 from headkit.serving.manifest import write_manifest
@@ -40,7 +41,7 @@ from headkit.serving.passthrough import Passthrough, prediction_keys
 from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 from headkit.spec.keys import LOSS_WEIGHT, TOTAL_LOSS, metric_key
-from headkit.spec.scalars import as_int
+from headkit.spec.scalars import as_bool, as_int
 from headkit.training.layout import OBJECT_KEYS, body_layout
 from headkit.training.loop import generic_loop
 from headkit.training.record import (
@@ -125,16 +126,6 @@ def _optimizer_factory(optimizer: Any, learning_rate: Optional[float]) -> Callab
         f"zero-argument factory returning one (got {optimizer!r}).", field="optimizer")
 
 
-#: The base class of TF1 optimizers, named rather than reached through tf.compat.v1.train,
-#: which belongs to the Estimator backend (tests/test_layers.py).
-_TF1_OPTIMIZER = "tensorflow.python.training.optimizer.Optimizer"
-
-
-def _is_tf1_optimizer(optimizer: Any) -> bool:
-    return any(f"{c.__module__}.{c.__qualname__}" == _TF1_OPTIMIZER
-               for c in type(optimizer).__mro__)
-
-
 def _refuse_clusters() -> None:
     config = json.loads(os.environ.get("TF_CONFIG") or "{}") if os.environ.get(
         "TF_CONFIG") else {}
@@ -164,11 +155,18 @@ def _call_input_fn(input_fn: Callable, mode: str) -> tf.data.Dataset:
 class _HeadsModel(tf.keras.Model):
     """The body with headkit's heads: the loss, the update and the metrics of a batch."""
 
-    def __init__(self, body: tf.keras.Model, heads: HeadSet) -> None:
+    def __init__(self, body: tf.keras.Model, heads: HeadSet, jit_compile: bool = False) -> None:
         # Named: Keras 3 derives a name scope from the class name, and a leading "_" is refused.
         super().__init__(name="headkit_heads")
         self.headkit_body = body
         self.headkit_heads = heads
+        # Keras' own XLA (compile(jit_compile=...)) would drop headkit's checks: with
+        # jit_compile, headkit compiles the step's arithmetic itself, checks outside it.
+        self.headkit_compiled = None
+        if jit_compile:
+            check_compilable(body)
+            self.headkit_compiled = tf.function(self._compiled_step, jit_compile=True,
+                                                autograph=False)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.position = tf.Variable(0, dtype=tf.int64, trainable=False, name="position")
         self.fingerprint = tf.Variable("", dtype=tf.string, trainable=False, name="fingerprint")
@@ -203,6 +201,8 @@ class _HeadsModel(tf.keras.Model):
     def train_step(self, data):
         index, (features, labels) = data
         heads = self.headkit_heads
+        if self.headkit_compiled is not None:
+            return self._checked_compiled_step(index, features, labels)
         # PCGrad takes one gradient per head from the same tape.
         with tf.GradientTape(persistent=heads.gradient_surgery is not None) as tape:
             _, terms, weighted, loss_weights, regularization, total = self._terms(
@@ -220,6 +220,63 @@ class _HeadsModel(tf.keras.Model):
         logs.update({metric_key(name, TOTAL_LOSS): t.loss for name, t in terms.items()})
         logs.update(self._loss_weight_logs(loss_weights))
         return logs
+
+    def _checked_compiled_step(self, index, features, labels):
+        """``train_step`` with ``jit_compile``: checks, the compiled step, the finite check."""
+        heads, body = self.headkit_heads, self.headkit_body
+        prepared = batch.prepare_batch(heads, labels, features)  # the labels' checks
+        orders = step_orders(heads, self.step)  # TensorFlow's random numbers, not XLA's
+        total, head_losses, loss_weights, finite = self.headkit_compiled(
+            body_inputs(body, features), prepared, orders)
+        with tf.control_dependencies([batch.assert_finite(heads, finite, self.step + 1)]):
+            self.step.assign_add(1)
+            self.position.assign(index + 1)
+        names = [head.name for head in heads.trained_heads]
+        logs = {TOTAL_LOSS: total}
+        logs.update({metric_key(n, TOTAL_LOSS): loss
+                     for n, loss in zip(names, tf.unstack(head_losses))})
+        logs.update(self._loss_weight_logs(dict(zip(names, tf.unstack(loss_weights)))))
+        return logs
+
+    # Its name is errors.COMPILED_STEP: XLA names it when it cannot compile a step.
+    def _compiled_step(self, inputs, prepared, orders):
+        """Forward and backward pass, and the update when every loss is finite (one XLA call)."""
+        heads, body = self.headkit_heads, self.headkit_body
+        state = body.non_trainable_variables
+        before = [tf.convert_to_tensor(variable) for variable in state]
+        with tf.GradientTape(persistent=heads.gradient_surgery is not None) as tape:
+            outputs = outputs_by_head(heads, body, body(inputs, training=True))
+            terms = batch.prepared_terms(heads, outputs, prepared)
+            weighted, loss_weights = self.headkit_weighting.weigh(
+                {name: term.loss for name, term in terms.items()},
+                {name: term.labelled for name, term in terms.items()})
+            regularization = body.losses
+            total = self.headkit_weighting.total(weighted, regularization)
+        names = [head.name for head in heads.trained_heads]
+        finite = tf.math.is_finite(tf.stack([terms[n].loss for n in names] + [total]))
+
+        pairs = step_gradients(heads, tape.gradient, total, weighted, regularization,
+                               body.trainable_variables,
+                               self.headkit_weighting.trainable_variables, self.step, orders)
+
+        optimizer = self.optimizer
+        if hasattr(optimizer, "build") and not getattr(optimizer, "built",
+                                                       getattr(optimizer, "_built", True)):
+            # Keras 3 may not create its slots in the branch below: they are created
+            # here, for the variables that get a gradient, as apply_gradients would.
+            with tf.init_scope():
+                optimizer.build([variable for _, variable in pairs])
+
+        def commit():
+            optimizer.apply_gradients(pairs)
+            update = self.headkit_weighting.update({n: t.loss for n, t in terms.items()})
+            return tf.group([update] if update is not None else [])
+
+        applied = batch.commit_if_finite(finite, commit, state, before)
+        with tf.control_dependencies([applied]):
+            return (tf.identity(total), tf.stack([terms[n].loss for n in names]),
+                    tf.stack([tf.cast(loss_weights[n], tf.float32) for n in names]),
+                    tf.cast(finite, tf.int32))
 
     def test_step(self, data):
         features, labels = data
@@ -286,6 +343,12 @@ class KerasModel:
         passthrough: feature names copied unchanged into ``predict()`` and
             every predict signature, or a dict of name -> ``tf.TensorSpec``;
             as for ``hk.Estimator``.
+        jit_compile: compile each training step's arithmetic (forward and
+            backward pass, loss, update) with XLA, as for ``hk.Estimator``:
+            the label, weight-column and finite-loss checks run outside the
+            compiled function, and a batch whose loss is not finite changes
+            no variable. Not Keras' own ``compile(jit_compile=...)``, which
+            would drop those checks (headkit always turns it off).
 
     Example:
         >>> import headkit as hk
@@ -294,6 +357,8 @@ class KerasModel:
         ...     h = tf.keras.layers.Dense(8, activation="relu")(x)
         ...     return tf.keras.Model({"x": x}, {"kind": tf.keras.layers.Dense(3)(h)})
         >>> model = hk.KerasModel(build_body, [hk.Head("kind", hk.Classification(3))])
+        >>> fast = hk.KerasModel(build_body, [hk.Head("kind", hk.Classification(3))],
+        ...                      steps_per_run=32, jit_compile=True)
     """
 
     def __init__(
@@ -310,8 +375,14 @@ class KerasModel:
         warm_start_from: Any = None,
         head_map: Optional[Mapping[str, str]] = None,
         passthrough: Any = None,
+        jit_compile: bool = False,
     ) -> None:
         _refuse_clusters()
+        jit_compile = as_bool(jit_compile)
+        if not isinstance(jit_compile, bool):
+            raise ConfigTypeError(
+                f"jit_compile must be True or False (got {jit_compile!r}).", field="jit_compile")
+        self.jit_compile = jit_compile
         if not isinstance(heads, HeadSet):
             heads = HeadSet(heads)
         self._heads, self._body = heads, check_body(body)
@@ -360,9 +431,11 @@ class KerasModel:
             self.warm_start_report = warm_start_match(
                 source, body_structure(body_model, heads, with_values=False), head_map)
             apply_weights(body_model, self.warm_start_report)
-        self._model = _HeadsModel(body_model, heads)
+        self._model = _HeadsModel(body_model, heads, self.jit_compile)
+        # Never Keras' own XLA: it drops headkit's checks (Keras 3 turns it on by itself
+        # on a GPU). jit_compile compiles the step's arithmetic only (_HeadsModel).
         self._model.compile(optimizer=_optimizer_factory(optimizer, learning_rate)(),
-                            steps_per_execution=self.steps_per_run)
+                            steps_per_execution=self.steps_per_run, jit_compile=False)
         self._checkpoint = tf.train.Checkpoint(
             body=self._model.headkit_body, optimizer=self._model.optimizer,
             step=self._model.step, loss_weighting=self._model.headkit_weighting,

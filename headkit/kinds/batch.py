@@ -26,7 +26,7 @@ from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 
 __all__ = ["HeadTerms", "labels_by_head", "example_weights", "prepare_batch", "prepared_terms",
-           "head_terms", "total_loss", "finite_guard", "assert_finite"]
+           "head_terms", "total_loss", "finite_guard", "assert_finite", "commit_if_finite"]
 
 
 @attrs.frozen
@@ -313,3 +313,32 @@ def assert_finite(heads: HeadSet, finite: Any, step: Any) -> Any:
         summarize=len(names),
         name="headkit_finite_loss_check",
     )
+
+
+def commit_if_finite(finite: Any, commit: Callable[[], Any], state: Any, before: Any) -> Any:
+    """Inside an XLA-compiled step: ``commit()`` when every flag of ``finite`` holds, else
+    put each variable of ``state`` back to its value in ``before``.
+
+    XLA drops ``Assert`` ops, so a compiled step cannot stop on a NaN loss
+    before its update; it applies the update (``commit``, which may assign
+    anything) only when the loss is finite, and otherwise undoes what its
+    forward pass moved (batch-norm statistics, read into ``before`` first).
+    The check after the step (:func:`assert_finite`) then stops training.
+    Returns a bool tensor: whether the update was applied.
+
+    Example:
+        >>> v = tf.Variable(1.0)
+        >>> bool(commit_if_finite(tf.constant([False]), lambda: v.assign(5.0), [v], [2.0]))
+        False
+        >>> float(v.numpy())
+        2.0
+    """
+    def apply() -> Any:
+        with tf.control_dependencies([commit()]):
+            return tf.constant(True)
+
+    def put_back() -> Any:
+        with tf.control_dependencies([v.assign(b) for v, b in zip(state, before)]):
+            return tf.constant(False)
+
+    return tf.cond(tf.reduce_all(tf.cast(finite, tf.bool)), apply, put_back)

@@ -16,23 +16,13 @@ from tests.conftest import (
     make_data,
     multitask_data,
     multitask_heads,
+    numeric_body,
     numpy_input_fn,
     tiny_body,
     tiny_heads,
 )
 
 STEPS = 12
-
-
-def numeric_body():
-    """The tiny heads on a body XLA can compile: numbers in, an L2 penalty and batch norm."""
-    x = tf.keras.Input((4,), name="x")
-    h = tf.keras.layers.Dense(8, activation="relu",
-                              kernel_regularizer=tf.keras.regularizers.l2(0.5))(x)
-    h = tf.keras.layers.BatchNormalization()(h)
-    return tf.keras.Model({"x": x}, {"kind": tf.keras.layers.Dense(3, name="kind")(h),
-                                     "size": tf.keras.layers.Dense(1, name="size")(h),
-                                     "flag": tf.keras.layers.Dense(1, name="flag")(h)})
 
 
 def _train(model_dir, steps_per_run, jit_compile, heads=None, labels=None, optimizer="adam",
@@ -108,8 +98,7 @@ def test_a_keras_optimizer_is_compiled_with_the_step(tmp_path, keras_adam):
 
 
 def _bad(labels, head, row, value):
-    labels = {k: v.copy() for k, v in labels.items()}
-    labels[head] = labels[head].astype(object) if head == "kind" else labels[head]
+    labels = {k: v.astype("U8") if k == "kind" else v.copy() for k, v in labels.items()}
     labels[head][row] = value
     return labels
 
@@ -120,9 +109,14 @@ def _bad(labels, head, row, value):
     ("kind", "zebra", r"Head 'kind': .*zebra"),
 ], ids=["class id out of range", "unknown class name"])
 def test_bad_labels_are_refused_as_without_xla(tmp_path, steps_per_run, head, value, message):
-    _, labels = make_data(96)
+    # A raw Dataset: hk.input_fn would refuse these labels itself, before any graph ran.
+    features, labels = make_data(96)
+    estimator = hk.Estimator(numeric_body, tiny_heads(), model_dir=str(tmp_path),
+                             steps_per_run=steps_per_run, jit_compile=True)
     with pytest.raises(hk.DataError, match=message):
-        _train(tmp_path, steps_per_run, True, labels=_bad(labels, head, 3 * 16 + 2, value))
+        estimator.train(numpy_input_fn(features, _bad(labels, head, 3 * 16 + 2, value),
+                                       batch_size=16), max_steps=STEPS)
+    assert estimator.latest_checkpoint() is None or estimator.global_step() < 4
 
 
 def test_a_negative_example_weight_is_refused_as_without_xla(tmp_path):
@@ -137,7 +131,7 @@ def test_a_negative_example_weight_is_refused_as_without_xla(tmp_path):
                              jit_compile=True)
     with pytest.raises(hk.DataError, match=r"Head 'size': weight_column 'w' must hold finite "
                                            r"weights >= 0; got.*-2"):
-        estimator.train(hk.input_fn(features, labels, heads, batch_size=16), max_steps=8)
+        estimator.train(numpy_input_fn(features, labels, batch_size=16), max_steps=8)
 
 
 def test_a_non_finite_loss_names_its_step_and_the_checkpoint_keeps_the_last_good_run(tmp_path):
@@ -160,11 +154,12 @@ def test_a_compiled_step_on_a_non_finite_loss_changes_no_variable():
     from headkit.errors import translate_graph_errors
     from headkit.estimator.model_fn import _TrainStep
 
-    features, labels = make_data(16)
+    features, labels = multitask_data(16)
+    heads = multitask_heads(labels, loss_weighting="uncertainty", gradient_surgery="pcgrad")
     nan_labels = dict(labels, size=np.full(16, np.nan, "float32"))
     with tf.Graph().as_default():
         model = numeric_body()
-        step = _TrainStep(model, tiny_heads(), tf.compat.v1.train.AdamOptimizer(0.1), None,
+        step = _TrainStep(model, heads, tf.compat.v1.train.AdamOptimizer(0.1), None,
                           jit_compile=True)
         batch = {k: tf.compat.v1.placeholder(tf.as_dtype(v.dtype) if v.dtype != object
                                              else tf.string, (None,) + v.shape[1:])
@@ -179,7 +174,8 @@ def test_a_compiled_step_on_a_non_finite_loss_changes_no_variable():
                 with translate_graph_errors():
                     session.run(result.done, {batch[k]: v for k, v in nan_labels.items()})
             after = session.run(variables)
-    assert len(variables) > 10  # weights, batch norm, Adam's slots, the global step
+    # weights, batch norm, Adam's slots, the learned loss weights, the global step
+    assert any(SCOPE in v.name for v in variables) and len(variables) > 10
     for variable, old, new in zip(variables, before, after):
         np.testing.assert_array_equal(new, old, err_msg=variable.name)
 
@@ -187,12 +183,10 @@ def test_a_compiled_step_on_a_non_finite_loss_changes_no_variable():
 def test_bodies_xla_cannot_compile_are_refused_naming_what_it_cannot(tmp_path):
     features, labels = make_data(96)
     data = hk.input_fn(features, labels, tiny_heads(), batch_size=16)
-    strings = hk.Estimator(tiny_body, tiny_heads(), model_dir=str(tmp_path / "s"),
-                           jit_compile=True)
     with pytest.raises(hk.ConfigError, match=r"jit_compile=True: the body takes string "
                                              r"input\(s\) \['tag'\].*or use jit_compile=False") \
             as raised:
-        strings.train(data, max_steps=2)
+        hk.Estimator(tiny_body, tiny_heads(), model_dir=str(tmp_path / "s"), jit_compile=True)
     assert raised.value.field == "jit_compile"
 
     def formatted_body():  # numbers in, but a string op inside
@@ -215,6 +209,8 @@ def test_jit_compile_is_refused_when_it_is_not_a_bool_and_under_a_cluster(tmp_pa
     with pytest.raises(hk.ConfigError, match=r"jit_compile must be True or False \(got 'yes'\)"):
         hk.Estimator(numeric_body, tiny_heads(), model_dir=str(tmp_path / "a"),
                      jit_compile="yes")
+    assert hk.Estimator(numeric_body, tiny_heads(), model_dir=str(tmp_path / "n"),
+                        jit_compile=np.bool_(True)).jit_compile is True
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"chief": ["localhost:2222"], "worker": '
                                     '["localhost:2223"], "ps": ["localhost:2224"]}, '
                                     '"task": {"type": "worker", "index": 0}}')
