@@ -54,10 +54,8 @@ def single_steps(tmp_path_factory):
     return [w.numpy() for w in model.keras_model.headkit_body.weights]
 
 
-@pytest.mark.parametrize("steps_per_run", [1, 5])
-def test_compiled_steps_end_with_the_weights_of_plain_single_steps(tmp_path, single_steps,
-                                                                   steps_per_run):
-    model = _model(tmp_path, steps_per_run)
+def test_compiled_steps_end_with_the_weights_of_plain_single_steps(tmp_path, single_steps):
+    model = _model(tmp_path, 5)  # runs of 5, 5 and a last one of 2
     model.train(_input(), max_steps=STEPS)
     assert model.global_step() == STEPS and model.latest_checkpoint().endswith(f"ckpt-{STEPS}")
     ours = [w.numpy() for w in model.keras_model.headkit_body.weights]
