@@ -151,3 +151,30 @@ def test_keras_own_xla_stays_off_so_the_checks_run_where_keras_would_turn_it_on(
     assert model.keras_model.jit_compile is False
     with pytest.raises(hk.DataError, match=r"Head 'flag': .*7"):  # raw: no hk.input_fn check
         model.train(numpy_input_fn(features, labels, batch_size=16), max_steps=STEPS)
+
+
+def test_a_model_dir_resumes_across_a_jit_compile_switch_with_the_optimizer_state_in_place(
+        tmp_path):
+    """The optimizer's slots are made for the variables that get a gradient, with or without
+    XLA, so switching jit_compile on a model_dir restores each slot into its own variable
+    (an untrained Predict head's layer gets none)."""
+    def body():
+        x = tf.keras.Input((4,), name="x")
+        h = tf.keras.layers.BatchNormalization()(tf.keras.layers.Dense(8, activation="relu")(x))
+        return tf.keras.Model({"x": x}, {name: tf.keras.layers.Dense(units, name=name)(h)
+                                         for name, units in (("kind", 3), ("size", 1),
+                                                             ("flag", 1), ("code", 2))})
+
+    heads = hk.HeadSet(list(tiny_heads()) + [hk.Head("code", hk.Predict())])
+
+    def train(model_dir, jit_compile, max_steps):
+        model = hk.KerasModel(body, heads, learning_rate=0.05, seed=0, model_dir=str(model_dir),
+                              jit_compile=jit_compile)
+        model.train(_input(heads), max_steps=max_steps)
+        return [w.numpy() for w in model.keras_model.headkit_body.weights]
+
+    straight = train(tmp_path / "straight", False, 8)
+    train(tmp_path / "switched", True, 4)
+    switched = train(tmp_path / "switched", False, 8)
+    for index, (mine, theirs) in enumerate(zip(switched, straight)):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6, err_msg=str(index))
