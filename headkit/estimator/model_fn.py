@@ -212,7 +212,7 @@ class _TrainStep:
         before = [variable.read_value() for variable in state]
         _, terms, regularization, weighted, loss_weights, total, updates = self._forward(
             inputs, prepared)
-        finite = tf.math.is_finite(tf.stack([terms[n].loss for n in self.names] + [total]))
+        finite = batch.finite_flags(self.heads, terms, total)
 
         def commit():
             return self._apply(terms, regularization, weighted, total, [], step, orders)

@@ -253,7 +253,7 @@ class _HeadsModel(tf.keras.Model):
             regularization = body.losses
             total = self.headkit_weighting.total(weighted, regularization)
         names = [head.name for head in heads.trained_heads]
-        finite = tf.math.is_finite(tf.stack([terms[n].loss for n in names] + [total]))
+        finite = batch.finite_flags(heads, terms, total)
 
         pairs = step_gradients(heads, tape.gradient, total, weighted, regularization,
                                body.trainable_variables,

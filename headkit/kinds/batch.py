@@ -26,7 +26,8 @@ from headkit.spec.head import Head
 from headkit.spec.headset import HeadSet
 
 __all__ = ["HeadTerms", "labels_by_head", "example_weights", "prepare_batch", "prepared_terms",
-           "head_terms", "total_loss", "finite_guard", "assert_finite", "commit_if_finite"]
+           "head_terms", "total_loss", "finite_guard", "assert_finite", "finite_flags",
+           "commit_if_finite"]
 
 
 @attrs.frozen
@@ -285,9 +286,23 @@ def finite_guard(heads: HeadSet, terms: Mapping[str, HeadTerms], total: tf.Tenso
         >>> float(finite_guard(heads, terms, tf.constant(1.0), tf.constant(3)))
         1.0
     """
-    values = tf.stack([terms[h.name].loss for h in heads.trained_heads] + [total])
-    with tf.control_dependencies([assert_finite(heads, tf.math.is_finite(values), step)]):
+    with tf.control_dependencies([assert_finite(heads, finite_flags(heads, terms, total), step)]):
         return tf.identity(total)
+
+
+def finite_flags(heads: HeadSet, terms: Mapping[str, HeadTerms], total: tf.Tensor) -> tf.Tensor:
+    """Whether each trained head's loss, then the total, is finite: bool ``[heads + 1]``.
+
+    What :func:`assert_finite` checks; a compiled step returns it, since XLA drops ``Assert``.
+
+    Example:
+        >>> from headkit import spec
+        >>> heads = spec.HeadSet([spec.Head("y", spec.Regression())])
+        >>> terms = {"y": HeadTerms(None, None, None, tf.constant(float("nan")))}
+        >>> finite_flags(heads, terms, tf.constant(1.0)).numpy().tolist()
+        [False, True]
+    """
+    return tf.math.is_finite(tf.stack([terms[h.name].loss for h in heads.trained_heads] + [total]))
 
 
 def assert_finite(heads: HeadSet, finite: Any, step: Any) -> Any:
